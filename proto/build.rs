@@ -1,0 +1,19 @@
+//! Compiles the `.proto` files with protox (pure Rust, no system `protoc`), writes the encoded
+//! descriptor set for server reflection, and generates the prost messages and tonic services.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message;
+
+const FILES: &[&str] = &["store/v1/store.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for file in FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let fds = protox::compile(FILES, ["."])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Generated code for the project's gRPC APIs, and the encoded descriptor set that server
+//! reflection serves. Nothing else lives here: the `.proto` files are the source of truth.
+
+/// `store.v1`: versioned key/value with compare-and-swap, served by store-svc.
+pub mod store {
+    /// Version 1 of the store API.
+    pub mod v1 {
+        tonic::include_proto!("store.v1");
+    }
+}
+
+/// Every file of `proto/`, encoded as a `google.protobuf.FileDescriptorSet`, for reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

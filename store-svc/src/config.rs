@@ -1,0 +1,108 @@
+//! store-svc's settings: every one a flag and an environment variable, read once at start.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::kit::{duration, telemetry::LogFormat};
+
+/// Versioned key/value over gRPC on sled: durable before it answers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "store-svc", version, about)]
+pub struct Config {
+    /// Address the gRPC server listens on (port 0 picks a free one).
+    #[arg(long, env = "STORE_LISTEN", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+
+    /// Directory of the sled database; created if missing.
+    #[arg(long, env = "STORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Writes that may wait for the disk at once; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STORE_QUEUE_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub queue_size: u32,
+
+    /// Most writes made durable by one flush (group commit); 1 flushes every write alone.
+    #[arg(long, env = "STORE_MAX_BATCH", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch: u32,
+
+    /// Largest value a Put may store, in bytes.
+    #[arg(long, env = "STORE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..=64 * 1024 * 1024))]
+    pub max_value_bytes: u32,
+
+    /// Most namespaces (sled trees) the store will create.
+    #[arg(long, env = "STORE_MAX_NAMESPACES", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_namespaces: u32,
+
+    /// Deadline of requests that carry no grpc-timeout (e.g. 250ms, 5s).
+    #[arg(long, env = "STORE_DEFAULT_DEADLINE", default_value = "5s", value_parser = duration::parse)]
+    pub default_deadline: Duration,
+
+    /// How long a SIGTERM may take: drain requests, final flush, exit.
+    #[arg(long, env = "STORE_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
+    pub grace_period: Duration,
+
+    /// Address of the Prometheus `/metrics` endpoint; off when not set.
+    #[arg(long, env = "STORE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "STORE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: defaults, with this data directory.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Self::parse_from(["store-svc"]);
+        config.data_dir = data_dir.into();
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::try_parse_from(["store-svc"]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:50052".parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.default_deadline, Duration::from_secs(5));
+        assert_eq!(config.max_value_bytes, 1024 * 1024);
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_are_refused() {
+        let config = Config::try_parse_from([
+            "store-svc",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-batch",
+            "1",
+            "--default-deadline",
+            "250ms",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(config.max_batch, 1);
+        assert_eq!(config.default_deadline, Duration::from_millis(250));
+        assert_eq!(config.log_format, LogFormat::Json);
+        for bad in [
+            ["--queue-size", "0"],
+            ["--default-deadline", "5"],
+            ["--listen", "nowhere"],
+            ["--log-format", "xml"],
+        ] {
+            let args = ["store-svc", bad[0], bad[1]];
+            assert!(Config::try_parse_from(args).is_err(), "{bad:?} accepted");
+        }
+    }
+}

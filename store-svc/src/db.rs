@@ -1,0 +1,343 @@
+//! The sled database: namespaces as trees, records as `version || value`.
+//!
+//! Reads may run on any thread. Writes ([`Db::apply`]) and [`Db::flush`] are called only by the
+//! single writer thread (see `writer.rs`): that makes check-version-then-write atomic per key
+//! without locks, and keeps to one flusher, which sled 0.34 needs (concurrent flushes deadlock).
+
+use std::{
+    collections::HashMap,
+    ops::Bound,
+    path::Path,
+    sync::{PoisonError, RwLock},
+};
+
+use crate::error::Error;
+
+/// sled tree names get this prefix so that no namespace can alias sled's own default tree.
+const TREE_PREFIX: &str = "ns/";
+
+/// One stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// 1 for the first write, one more per write.
+    pub version: u64,
+}
+
+impl Record {
+    fn encode(version: u64, value: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(8 + value.len());
+        bytes.extend_from_slice(&version.to_be_bytes());
+        bytes.extend_from_slice(value);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let (version, value) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| Error::Storage(sled::Error::Corruption { at: None, bt: () }))?;
+        Ok(Self {
+            version: u64::from_be_bytes(*version),
+            value: value.to_vec(),
+        })
+    }
+}
+
+/// A keyed record, as a scan returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// Its value and version.
+    pub record: Record,
+}
+
+/// A change the writer applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Store this value.
+    Put(Vec<u8>),
+    /// Remove the key.
+    Delete,
+}
+
+/// A conditional write: `change` applies only if the key is at `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The namespace; validated.
+    pub namespace: String,
+    /// The key; validated.
+    pub key: String,
+    /// What to do.
+    pub change: Change,
+    /// The version the writer saw; 0 for "absent".
+    pub expected_version: u64,
+}
+
+/// The database and its open namespaces.
+pub struct Db {
+    /// sled itself; its background flusher is off so that the writer is the only flusher.
+    db: sled::Db,
+    /// Open trees by namespace, so a request does not pay for `open_tree`.
+    trees: RwLock<HashMap<String, sled::Tree>>,
+    /// Cap on namespaces: namespace names come from clients and must not grow without bound.
+    max_namespaces: usize,
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path, max_namespaces: usize) -> Result<Self, Error> {
+        let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
+        let mut trees = HashMap::new();
+        for name in db.tree_names() {
+            if let Some(namespace) = name.strip_prefix(TREE_PREFIX.as_bytes()) {
+                let namespace = String::from_utf8_lossy(namespace).into_owned();
+                trees.insert(namespace, db.open_tree(&name)?);
+            }
+        }
+        Ok(Self {
+            db,
+            trees: RwLock::new(trees),
+            max_namespaces,
+        })
+    }
+
+    fn existing_tree(&self, namespace: &str) -> Option<sled::Tree> {
+        let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
+        trees.get(namespace).cloned()
+    }
+
+    /// The tree of `namespace`, created on first write (within the namespace cap).
+    fn tree_for_write(&self, namespace: &str) -> Result<sled::Tree, Error> {
+        if let Some(tree) = self.existing_tree(namespace) {
+            return Ok(tree);
+        }
+        let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
+        if trees.len() >= self.max_namespaces {
+            return Err(Error::TooManyNamespaces {
+                limit: self.max_namespaces,
+            });
+        }
+        let tree = self.db.open_tree(format!("{TREE_PREFIX}{namespace}"))?;
+        trees.insert(namespace.to_string(), tree.clone());
+        Ok(tree)
+    }
+
+    /// The current record of a key, if any.
+    pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Record>, Error> {
+        let Some(tree) = self.existing_tree(namespace) else {
+            return Ok(None);
+        };
+        tree.get(key)?
+            .map(|bytes| Record::decode(&bytes))
+            .transpose()
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, after `after` if given, in key
+    /// order; and whether more follow.
+    pub fn scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Entry>, bool), Error> {
+        let Some(tree) = self.existing_tree(namespace) else {
+            return Ok((Vec::new(), false));
+        };
+        let start = match after {
+            Some(key) => Bound::Excluded(key.as_bytes().to_vec()),
+            None => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        let mut entries = Vec::with_capacity(limit.min(128));
+        for item in tree.range((start, Bound::Unbounded)) {
+            let (key, bytes) = item?;
+            if !key.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            if entries.len() == limit {
+                return Ok((entries, true));
+            }
+            entries.push(Entry {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                record: Record::decode(&bytes)?,
+            });
+        }
+        Ok((entries, false))
+    }
+
+    /// Applies one conditional write and returns the new version (0 after a delete). Only the
+    /// writer thread calls this, so nothing changes the key between the check and the write.
+    pub fn apply(&self, write: &Write) -> Result<u64, Error> {
+        let tree = match (&write.change, self.existing_tree(&write.namespace)) {
+            (_, Some(tree)) => tree,
+            // Deleting from a namespace that does not exist must not create it.
+            (Change::Delete, None) => return self.check(write, 0).map(|()| 0),
+            (Change::Put(_), None) => self.tree_for_write(&write.namespace)?,
+        };
+        let current = match tree.get(&write.key)? {
+            Some(bytes) => Record::decode(&bytes)?.version,
+            None => 0,
+        };
+        self.check(write, current)?;
+        match &write.change {
+            Change::Put(value) => {
+                let version = current + 1;
+                tree.insert(&write.key, Record::encode(version, value))?;
+                Ok(version)
+            }
+            Change::Delete => {
+                tree.remove(&write.key)?;
+                Ok(0)
+            }
+        }
+    }
+
+    fn check(&self, write: &Write, current: u64) -> Result<(), Error> {
+        if write.expected_version == current {
+            Ok(())
+        } else {
+            Err(Error::VersionConflict {
+                namespace: write.namespace.clone(),
+                key: write.key.clone(),
+                expected: write.expected_version,
+                current,
+            })
+        }
+    }
+
+    /// Makes every applied write durable. Only the writer thread calls this.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str, expected_version: u64) -> Write {
+        Write {
+            namespace: "ns".into(),
+            key: key.into(),
+            change: Change::Put(value.as_bytes().to_vec()),
+            expected_version,
+        }
+    }
+
+    fn delete(key: &str, expected_version: u64) -> Write {
+        Write {
+            change: Change::Delete,
+            ..put(key, "", expected_version)
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), 4).unwrap();
+        (dir, db)
+    }
+
+    #[test]
+    fn versions_start_at_one_and_grow_by_one() {
+        let (_dir, db) = open();
+        assert_eq!(db.apply(&put("k", "a", 0)).unwrap(), 1);
+        assert_eq!(db.apply(&put("k", "b", 1)).unwrap(), 2);
+        let record = db.get("ns", "k").unwrap().unwrap();
+        assert_eq!(
+            (record.value.as_slice(), record.version),
+            (b"b".as_slice(), 2)
+        );
+    }
+
+    #[test]
+    fn stale_or_premature_versions_conflict_and_change_nothing() {
+        let (_dir, db) = open();
+        db.apply(&put("k", "a", 0)).unwrap();
+        for expected in [0, 2, 9] {
+            match db.apply(&put("k", "x", expected)) {
+                Err(Error::VersionConflict { current: 1, .. }) => {}
+                other => panic!("expected conflict at 1, got {other:?}"),
+            }
+        }
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"a");
+    }
+
+    #[test]
+    fn delete_follows_the_version_rule() {
+        let (_dir, db) = open();
+        assert_eq!(db.apply(&delete("missing", 0)).unwrap(), 0);
+        assert!(matches!(
+            db.apply(&delete("missing", 3)),
+            Err(Error::VersionConflict { current: 0, .. })
+        ));
+        db.apply(&put("k", "a", 0)).unwrap();
+        assert!(db.apply(&delete("k", 0)).is_err());
+        db.apply(&delete("k", 1)).unwrap();
+        assert_eq!(db.get("ns", "k").unwrap(), None);
+        assert_eq!(db.apply(&put("k", "again", 0)).unwrap(), 1);
+    }
+
+    #[test]
+    fn reads_and_deletes_do_not_create_namespaces() {
+        let (_dir, db) = open();
+        assert_eq!(db.get("nope", "k").unwrap(), None);
+        assert_eq!(db.scan("nope", "", None, 10).unwrap(), (vec![], false));
+        db.apply(&Write {
+            namespace: "nope".into(),
+            ..delete("k", 0)
+        })
+        .unwrap();
+        assert!(db.trees.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn namespace_count_is_capped() {
+        let (_dir, db) = open();
+        for ns in ["a", "b", "c", "d"] {
+            db.apply(&Write {
+                namespace: ns.into(),
+                ..put("k", "v", 0)
+            })
+            .unwrap();
+        }
+        assert!(matches!(
+            db.apply(&Write {
+                namespace: "e".into(),
+                ..put("k", "v", 0)
+            }),
+            Err(Error::TooManyNamespaces { limit: 4 })
+        ));
+    }
+
+    #[test]
+    fn scan_pages_through_a_prefix_in_key_order() {
+        let (_dir, db) = open();
+        for key in ["b:2", "a:1", "b:1", "b:3", "c:1"] {
+            db.apply(&put(key, key, 0)).unwrap();
+        }
+        let keys = |entries: Vec<Entry>| entries.into_iter().map(|e| e.key).collect::<Vec<_>>();
+        let (page, more) = db.scan("ns", "b:", None, 2).unwrap();
+        assert!(more);
+        assert_eq!(keys(page), ["b:1", "b:2"]);
+        let (page, more) = db.scan("ns", "b:", Some("b:2"), 2).unwrap();
+        assert!(!more);
+        assert_eq!(keys(page), ["b:3"]);
+        let (page, _) = db.scan("ns", "", None, 10).unwrap();
+        assert_eq!(keys(page), ["a:1", "b:1", "b:2", "b:3", "c:1"]);
+    }
+
+    #[test]
+    fn flushed_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path(), 4).unwrap();
+            db.apply(&put("k", "durable", 0)).unwrap();
+            db.flush().unwrap();
+        }
+        let db = Db::open(dir.path(), 4).unwrap();
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"durable");
+    }
+}

@@ -1,0 +1,180 @@
+//! store-svc's one error type and its single mapping onto gRPC status codes.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Everything a store request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed; `field` is its proto name.
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        /// The offending field, as named in store.proto.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        description: String,
+    },
+    /// Get of a key that does not exist.
+    #[error("key {key:?} not found in namespace {namespace:?}")]
+    NotFound {
+        /// The namespace asked for.
+        namespace: String,
+        /// The key asked for.
+        key: String,
+    },
+    /// The compare-and-swap condition failed: someone else wrote first.
+    #[error(
+        "version conflict on {namespace}/{key:?}: expected version {expected}, current version {current} (0 means the key does not exist); read it again and retry"
+    )]
+    VersionConflict {
+        /// The namespace written.
+        namespace: String,
+        /// The key written.
+        key: String,
+        /// The version the writer expected.
+        expected: u64,
+        /// The version actually stored.
+        current: u64,
+    },
+    /// The write queue is full: the disk is the bottleneck right now.
+    #[error(
+        "write queue is full ({capacity} writes waiting for the disk); retry after {retry_after:?}"
+    )]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+        /// How long a client should back off.
+        retry_after: Duration,
+    },
+    /// A Put would create one namespace more than the store allows.
+    #[error("namespace limit reached ({limit}); reuse an existing namespace")]
+    TooManyNamespaces {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The caller's deadline passed before the work ran; nothing was changed.
+    #[error("deadline exceeded before the request ran; nothing was changed")]
+    DeadlineExceeded,
+    /// The server is draining for shutdown.
+    #[error("store-svc is shutting down; retry on another replica or after restart")]
+    ShuttingDown,
+    /// sled failed.
+    #[error("storage failure: {0}")]
+    Storage(#[from] sled::Error),
+}
+
+/// How long to tell clients to wait when the write queue is full.
+pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(50);
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        match &error {
+            Error::InvalidArgument { field, description } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(*field, description.clone()),
+            ),
+            Error::NotFound { .. } => Status::not_found(message),
+            Error::VersionConflict { .. } => Status::aborted(message),
+            Error::QueueFull { retry_after, .. } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            ),
+            Error::TooManyNamespaces { .. } => Status::resource_exhausted(message),
+            Error::DeadlineExceeded => Status::deadline_exceeded(message),
+            Error::ShuttingDown => Status::unavailable(message),
+            Error::Storage(sled::Error::Io(_)) => Status::unavailable(message),
+            Error::Storage(sled::Error::Corruption { .. }) => Status::data_loss(message),
+            Error::Storage(_) => Status::internal(message),
+        }
+    }
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            description: description.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_contract_code() {
+        let cases = [
+            (Error::invalid("key", "empty"), Code::InvalidArgument),
+            (
+                Error::NotFound {
+                    namespace: "n".into(),
+                    key: "k".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                Error::VersionConflict {
+                    namespace: "n".into(),
+                    key: "k".into(),
+                    expected: 1,
+                    current: 2,
+                },
+                Code::Aborted,
+            ),
+            (
+                Error::QueueFull {
+                    capacity: 8,
+                    retry_after: QUEUE_FULL_RETRY,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::TooManyNamespaces { limit: 1 },
+                Code::ResourceExhausted,
+            ),
+            (Error::DeadlineExceeded, Code::DeadlineExceeded),
+            (Error::ShuttingDown, Code::Unavailable),
+            (
+                Error::Storage(sled::Error::Io(std::io::Error::other("disk"))),
+                Code::Unavailable,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Status::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field_in_bad_request_details() {
+        let status = Status::from(Error::invalid("namespace", "must match [a-z0-9_-]{1,64}"));
+        let details = status
+            .get_details_bad_request()
+            .expect("BadRequest details");
+        assert_eq!(details.field_violations[0].field, "namespace");
+        assert!(status.message().contains("namespace"));
+    }
+
+    #[test]
+    fn queue_full_carries_a_retry_hint_and_conflict_names_the_current_version() {
+        let status = Status::from(Error::QueueFull {
+            capacity: 8,
+            retry_after: QUEUE_FULL_RETRY,
+        });
+        let retry = status.get_details_retry_info().expect("RetryInfo details");
+        assert_eq!(retry.retry_delay, Some(QUEUE_FULL_RETRY));
+        let status = Status::from(Error::VersionConflict {
+            namespace: "n".into(),
+            key: "k".into(),
+            expected: 3,
+            current: 7,
+        });
+        assert!(status.message().contains("current version 7"));
+    }
+}

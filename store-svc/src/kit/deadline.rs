@@ -1,0 +1,188 @@
+//! End-to-end deadlines.
+//!
+//! A client's `grpc-timeout` header becomes a [`Deadline`] stamped on the request the moment it
+//! arrives, before the body is read, so time spent receiving counts against it. Handlers use it
+//! to refuse work whose deadline passed while it waited in a queue (seed 004: a timed-out call
+//! that still runs later is the bug we fix) and to pass the remaining budget downstream.
+//!
+//! tonic's transport also races every request against the header's timeout and answers
+//! CANCELLED when that timer wins. Our deadline is set [`EARLY`] before tonic's, and the handler
+//! future is polled before tonic's timer, so callers see DEADLINE_EXCEEDED from us instead.
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+/// How much earlier than tonic's own timer our deadline fires (one tokio timer tick).
+pub const EARLY: Duration = Duration::from_millis(1);
+
+/// The instant by which a request must be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    /// A deadline `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self(Instant::now() + budget)
+    }
+
+    /// The deadline stamped on `request` by [`DeadlineLayer`], or `default` from now when the
+    /// request did not pass through the layer (in-process callers, unit tests).
+    pub fn of<T>(request: &tonic::Request<T>, default: Duration) -> Self {
+        request
+            .extensions()
+            .get::<Deadline>()
+            .copied()
+            .unwrap_or_else(|| Self::after(default))
+    }
+
+    /// The instant itself.
+    pub fn instant(self) -> Instant {
+        self.0
+    }
+
+    /// True once the deadline has passed.
+    pub fn expired(self) -> bool {
+        Instant::now() >= self.0
+    }
+
+    /// What is left of the budget (zero once expired).
+    pub fn remaining(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H M S m u n`), as the gRPC
+/// over HTTP/2 spec defines it. Anything else is `None` (the header is then ignored, as tonic does).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Tower layer that stamps every request with its [`Deadline`]: the client's `grpc-timeout`
+/// (minus [`EARLY`]) when present, else the server's default.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    default: Duration,
+}
+
+impl DeadlineLayer {
+    /// `default` applies to requests that carry no `grpc-timeout`.
+    pub fn new(default: Duration) -> Self {
+        Self { default }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = DeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        DeadlineService {
+            inner,
+            default: self.default,
+        }
+    }
+}
+
+/// The service [`DeadlineLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub struct DeadlineService<S> {
+    inner: S,
+    default: Duration,
+}
+
+impl<S, B> Service<http::Request<B>> for DeadlineService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let budget = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.default, |client| client.saturating_sub(EARLY));
+        request.extensions_mut().insert(Deadline::after(budget));
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_grpc_timeout_unit() {
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("1000u"), Some(Duration::from_millis(1)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_grpc_timeouts() {
+        for bad in ["", "S", "5", "5s", "123456789S", "-5S", "5 S", "1.5S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_expires_after_its_budget() {
+        let deadline = Deadline::after(Duration::from_millis(100));
+        assert!(!deadline.expired());
+        assert_eq!(deadline.remaining(), Duration::from_millis(100));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(deadline.expired());
+        assert_eq!(deadline.remaining(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn layer_prefers_client_timeout_and_falls_back_to_default() {
+        let seen = |header: Option<&str>| {
+            let mut svc = DeadlineLayer::new(Duration::from_secs(5)).layer(tower::service_fn(
+                |req: http::Request<()>| async move {
+                    Ok::<_, std::convert::Infallible>(req.extensions().get::<Deadline>().copied())
+                },
+            ));
+            let mut builder = http::Request::builder();
+            if let Some(value) = header {
+                builder = builder.header("grpc-timeout", value);
+            }
+            let request = builder.body(()).unwrap();
+            async move { svc.call(request).await.unwrap().unwrap().remaining() }
+        };
+        assert_eq!(seen(Some("100m")).await, Duration::from_millis(99));
+        assert_eq!(seen(None).await, Duration::from_secs(5));
+        assert_eq!(seen(Some("garbage")).await, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,80 @@
+//! What every gRPC server here serves besides its own API, and how it drains.
+
+use std::{future::Future, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{service::Routes, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::deadline::DeadlineLayer;
+
+/// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
+/// any age can list and call) over the given encoded descriptor sets. The health reporter
+/// starts with the overall service `""` SERVING; callers add their own services' status.
+pub fn base_routes(
+    descriptor_sets: &[&'static [u8]],
+) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+    let reflection = || {
+        descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = Routes::new(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    Ok((routes, reporter))
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains: health turns
+/// NOT_SERVING (for every service, `""` included), the listener closes, in-flight requests
+/// finish. Whatever is still open `grace` after the signal is cut off.
+pub async fn serve(
+    routes: Routes,
+    listener: TcpListener,
+    default_deadline: Duration,
+    health: HealthReporter,
+    service_names: &[&str],
+    shutdown: impl Future<Output = ()> + Send,
+    grace: Duration,
+) -> Result<(), tonic::transport::Error> {
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
+    let signal = async move {
+        shutdown.await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        for name in &names {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        tracing::info!(grace = ?grace, "draining: health NOT_SERVING, listener closed");
+        let _ = draining_tx.send(());
+    };
+    let server = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(DeadlineLayer::new(default_deadline))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let cutoff = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = cutoff => {
+            tracing::warn!("grace period over: closing the connections still open");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A minimal Prometheus endpoint: `GET /metrics` answers the text exposition format.
+//!
+//! Hand-rolled on a TCP listener rather than pulling an HTTP framework in for one route.
+
+use std::{future::Future, sync::Arc};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Something that can write its metrics in the Prometheus text format.
+pub trait Render: Send + Sync + 'static {
+    /// Appends `# TYPE` lines and samples to `out`.
+    fn render(&self, out: &mut String);
+}
+
+/// Serves `GET /metrics` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<dyn Render>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let metrics = metrics.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = answer(stream, metrics.as_ref()).await {
+                            tracing::debug!(%error, "metrics request failed");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "metrics accept failed"),
+            },
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &dyn Render) -> std::io::Result<()> {
+    // Requests are a line and a few headers; 8 KiB is far more than a scraper sends.
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let (status, body) = if buf[..len].starts_with(b"GET /metrics ") {
+        let mut body = String::new();
+        metrics.render(&mut body);
+        ("200 OK", body)
+    } else {
+        ("404 Not Found", "try GET /metrics\n".to_string())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

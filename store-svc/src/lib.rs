@@ -1,0 +1,160 @@
+//! store-svc: versioned key/value over gRPC on sled, and the only process that touches disk.
+//!
+//! OK from a write means the write is flushed to disk. Many concurrent writes share one flush
+//! (group commit), so durability costs latency, not throughput. The path to disk is bounded:
+//! a full write queue answers RESOURCE_EXHAUSTED at once, and a write whose deadline passed
+//! while queued is dropped unexecuted.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, a flag and an environment variable.
+//! - [`validate`]: field limits and page tokens; nothing invalid gets past a handler's first lines.
+//! - [`db`]: sled trees per namespace, `version || value` records, the version check.
+//! - [`writer`]: the single writer thread: bounded queue → batch → one flush → answers.
+//! - [`service`]: the `store.v1.StoreService` handlers.
+//! - [`error`]: the error enum and its one mapping to gRPC codes.
+//! - [`metrics`]: what `/metrics` shows.
+//! - [`kit`]: plumbing shared with session-svc (deadlines, health, reflection, drain, logs).
+//!
+//! [`StoreServer::open`] opens the database; [`StoreServer::serve`] serves it on a listener the
+//! caller bound (so tests can use port 0) until a shutdown future resolves.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod kit;
+pub mod metrics;
+pub mod service;
+pub mod validate;
+pub mod writer;
+
+use std::{future::Future, sync::Arc};
+
+use proto::store::v1::store_service_server::StoreServiceServer;
+use tokio::net::TcpListener;
+
+pub use crate::config::Config;
+use crate::{
+    db::Db,
+    service::StoreApi,
+    writer::{Writer, WriterThread},
+};
+
+/// The full name of the store service, as health checks and reflection know it.
+pub const SERVICE_NAME: &str = "store.v1.StoreService";
+
+/// Room for the other fields of a Put besides its value, when sizing the decode limit.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// An opened store, ready to serve: the database is open and the writer thread running.
+pub struct StoreServer {
+    /// The settings it was opened with.
+    config: Config,
+    /// Shared by the handlers (reads) and the writer (writes).
+    db: Arc<Db>,
+    /// The handlers' path to the writer thread.
+    writer: Writer,
+    /// Joined after the drain, for the final flush.
+    writer_thread: WriterThread,
+}
+
+impl StoreServer {
+    /// Opens the database in `config.data_dir` and starts the writer. Fails with a message
+    /// naming the directory when sled cannot open it (missing permissions, held by another
+    /// store-svc).
+    pub fn open(config: Config) -> anyhow::Result<Self> {
+        let db = Db::open(&config.data_dir, config.max_namespaces as usize).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        let db = Arc::new(db);
+        let (writer, writer_thread) = Writer::start(
+            db.clone(),
+            config.queue_size as usize,
+            config.max_batch as usize,
+        );
+        Ok(Self {
+            config,
+            db,
+            writer,
+            writer_thread,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: health NOT_SERVING, stop
+    /// accepting, finish in-flight requests, final flush, return. Bounded by the grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            db,
+            writer,
+            writer_thread,
+        } = self;
+        let max_value = config.max_value_bytes as usize;
+        let api = StoreApi::new(db, writer.clone(), max_value, config.default_deadline);
+        // A value up to twice the limit still decodes, so that it gets our precise
+        // INVALID_ARGUMENT naming `value` rather than the transport's generic size error.
+        let decode_limit = (2 * max_value + ENVELOPE_BYTES).max(4 * 1024 * 1024);
+        let store = StoreServiceServer::new(api).max_decoding_message_size(decode_limit);
+
+        let (routes, health) = kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET])?;
+        health
+            .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
+            .await;
+        let routes = routes.add_service(store);
+
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(());
+        if let Some(addr) = config.metrics_listen {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+            let mut stopped = metrics_stopped.clone();
+            let render = Arc::new(metrics::StoreMetrics::new(writer.clone()));
+            tokio::spawn(kit::metrics::serve(metrics_listener, render, async move {
+                let _ = stopped.changed().await;
+            }));
+        }
+        drop(writer);
+
+        tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "store-svc serving");
+        let grace = config.grace_period;
+        let served = kit::grpc::serve(
+            routes,
+            listener,
+            config.default_deadline,
+            health,
+            &[SERVICE_NAME],
+            shutdown,
+            grace,
+        )
+        .await;
+        // The router (and with it every queue sender) is gone: the writer drains and flushes.
+        if tokio::time::timeout(grace, writer_thread.join())
+            .await
+            .is_err()
+        {
+            tracing::error!("the writer did not finish within the grace period");
+        }
+        let _ = stop_metrics.send(());
+        served?;
+        tracing::info!("store-svc stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store and serves it on `listener` until `shutdown` resolves (see [`StoreServer`]).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    StoreServer::open(config)?.serve(listener, shutdown).await
+}

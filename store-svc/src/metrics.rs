@@ -1,0 +1,58 @@
+//! store-svc's `/metrics`: the writer's counters and queue depth.
+
+use std::{fmt::Write as _, sync::atomic::Ordering};
+
+use crate::{kit::metrics::Render, writer::Writer};
+
+/// Renders the writer's statistics in the Prometheus text format.
+pub struct StoreMetrics {
+    /// Holds a queue sender only to read its depth; it never sends.
+    writer: Writer,
+}
+
+impl StoreMetrics {
+    /// Metrics of this writer.
+    pub fn new(writer: Writer) -> Self {
+        Self { writer }
+    }
+}
+
+impl Render for StoreMetrics {
+    fn render(&self, out: &mut String) {
+        let stats = self.writer.stats();
+        let counters = [
+            (
+                "store_writes_total",
+                "Writes applied and flushed.",
+                &stats.writes,
+            ),
+            (
+                "store_flushes_total",
+                "Group-commit flushes.",
+                &stats.flushes,
+            ),
+            (
+                "store_writes_rejected_queue_full_total",
+                "Writes refused: queue full.",
+                &stats.rejected_full,
+            ),
+            (
+                "store_writes_expired_total",
+                "Writes dropped: deadline passed in the queue.",
+                &stats.expired,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP store_write_queue_depth Writes waiting for the disk.\n# TYPE store_write_queue_depth gauge\nstore_write_queue_depth {}",
+            self.writer.queued()
+        );
+    }
+}

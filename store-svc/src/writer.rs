@@ -1,0 +1,274 @@
+//! Group commit: one thread applies queued writes in batches, flushes once per batch, then
+//! answers the whole batch.
+//!
+//! This is seed 004's `Todo.Database` with its two problems fixed: the queue in front of it is
+//! bounded (a full queue refuses at once instead of growing until the VM dies), and a request
+//! whose caller stopped waiting is dropped instead of executed later.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU64, Ordering},
+    },
+    thread,
+    time::Instant,
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    db::{Db, Write},
+    error::{Error, QUEUE_FULL_RETRY},
+    kit::deadline::Deadline,
+};
+
+/// Who gets to decide a queued write's fate: the writer (it runs) or the waiting handler (its
+/// deadline fired first, so it is abandoned and must never run). Exactly one of them wins.
+#[derive(Debug, Default)]
+struct Claim(AtomicU8);
+
+const WAITING: u8 = 0;
+const RUNNING: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Claim {
+    fn take(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+struct Queued {
+    write: Write,
+    deadline: Instant,
+    claim: Arc<Claim>,
+    reply: oneshot::Sender<Result<u64, Error>>,
+}
+
+/// Counters the writer keeps, for `/metrics` and the benchmark.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Writes applied and made durable.
+    pub writes: AtomicU64,
+    /// Flushes done (one per batch).
+    pub flushes: AtomicU64,
+    /// Writes refused because the queue was full.
+    pub rejected_full: AtomicU64,
+    /// Writes dropped unexecuted because their deadline passed in the queue.
+    pub expired: AtomicU64,
+}
+
+/// The handlers' side: submit a write and wait for it to be durable.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Queued>,
+    stats: Arc<WriterStats>,
+}
+
+/// The writer thread; join it after every [`Writer`] is dropped to get the final flush.
+pub struct WriterThread(thread::JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits until the queue is drained and the last flush is done.
+    pub async fn join(self) {
+        let handle = self.0;
+        if tokio::task::spawn_blocking(move || handle.join())
+            .await
+            .is_err()
+        {
+            tracing::error!("writer thread panicked");
+        }
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread over `db`. `queue_size` bounds the writes waiting; `max_batch`
+    /// bounds the writes one flush covers (1 = flush every write alone, the slow baseline).
+    pub fn start(db: Arc<Db>, queue_size: usize, max_batch: usize) -> (Self, WriterThread) {
+        let (tx, rx) = mpsc::channel(queue_size);
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = stats.clone();
+        let handle = thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(&db, rx, max_batch.max(1), &thread_stats))
+            .expect("spawning the writer thread");
+        (Self { queue: tx, stats }, WriterThread(handle))
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    /// Writes waiting in the queue now.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// Queues `write` and waits until it is durable. Refuses at once when the queue is full;
+    /// gives up at `deadline`, and then the write is guaranteed never to run.
+    pub async fn submit(&self, write: Write, deadline: Deadline) -> Result<u64, Error> {
+        let claim = Arc::new(Claim::default());
+        let (reply, mut answer) = oneshot::channel();
+        let queued = Queued {
+            write,
+            deadline: deadline.instant().into_std(),
+            claim: claim.clone(),
+            reply,
+        };
+        self.queue.try_send(queued).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
+                Error::QueueFull {
+                    capacity: self.queue.max_capacity(),
+                    retry_after: QUEUE_FULL_RETRY,
+                }
+            }
+            mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
+        })?;
+        tokio::select! {
+            biased;
+            result = &mut answer => result.unwrap_or(Err(Error::ShuttingDown)),
+            () = tokio::time::sleep_until(deadline.instant()) => {
+                if claim.take(ABANDONED) {
+                    Err(Error::DeadlineExceeded)
+                } else {
+                    // The writer started it just in time: its outcome is the answer.
+                    answer.await.unwrap_or(Err(Error::ShuttingDown))
+                }
+            }
+        }
+    }
+}
+
+fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &WriterStats) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut answers = Vec::with_capacity(max_batch);
+    while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
+        let now = Instant::now();
+        let mut applied = 0u64;
+        for queued in batch.drain(..) {
+            if !queued.claim.take(RUNNING) {
+                continue; // Abandoned: its caller was already told DEADLINE_EXCEEDED.
+            }
+            let result = if now >= queued.deadline {
+                stats.expired.fetch_add(1, Ordering::Relaxed);
+                Err(Error::DeadlineExceeded)
+            } else {
+                let result = db.apply(&queued.write);
+                applied += u64::from(result.is_ok());
+                result
+            };
+            answers.push((queued.reply, result));
+        }
+        if applied > 0
+            && let Err(error) = db.flush()
+        {
+            tracing::error!(%error, "flush failed; failing the batch");
+            let message = error.to_string();
+            for (_, result) in &mut answers {
+                if result.is_ok() {
+                    *result = Err(Error::Storage(sled::Error::Io(std::io::Error::other(
+                        message.clone(),
+                    ))));
+                }
+            }
+        } else if applied > 0 {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+            stats.writes.fetch_add(applied, Ordering::Relaxed);
+        }
+        for (reply, result) in answers.drain(..) {
+            // The caller may have gone (client cancelled); the write is durable regardless.
+            let _ = reply.send(result);
+        }
+    }
+    // Every sender is gone: the server has drained. One last flush for good measure.
+    if let Err(error) = db.flush() {
+        tracing::error!(%error, "final flush failed");
+    }
+    tracing::info!("writer stopped after the final flush");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::db::Change;
+
+    fn put(key: &str, expected_version: u64) -> Write {
+        Write {
+            namespace: "ns".into(),
+            key: key.into(),
+            change: Change::Put(key.as_bytes().to_vec()),
+            expected_version,
+        }
+    }
+
+    fn start(queue: usize, batch: usize) -> (tempfile::TempDir, Arc<Db>, Writer, WriterThread) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), 10).unwrap());
+        let (writer, thread) = Writer::start(db.clone(), queue, batch);
+        (dir, db, writer, thread)
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_flushes() {
+        let (_dir, db, writer, thread) = start(1024, 512);
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.submit(put(&format!("k{i}"), 0), deadline).await })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), 1);
+        }
+        let stats = writer.stats().clone();
+        drop(writer);
+        thread.join().await;
+        assert_eq!(stats.writes.load(Ordering::Relaxed), 200);
+        assert!(
+            stats.flushes.load(Ordering::Relaxed) < 200,
+            "no write shared a flush"
+        );
+        assert_eq!(db.get("ns", "k7").unwrap().unwrap().version, 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_write_is_refused_and_never_applied() {
+        let (_dir, db, writer, thread) = start(16, 16);
+        let result = writer
+            .submit(put("late", 0), Deadline::after(Duration::ZERO))
+            .await;
+        assert!(matches!(result, Err(Error::DeadlineExceeded)), "{result:?}");
+        drop(writer);
+        thread.join().await;
+        assert_eq!(db.get("ns", "late").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_answers_shutting_down() {
+        let (_dir, _db, writer, thread) = start(1, 1);
+        let (tx, _) = mpsc::channel(1);
+        let closed = Writer {
+            queue: tx,
+            stats: writer.stats.clone(),
+        };
+        let result = closed
+            .submit(put("k", 0), Deadline::after(Duration::from_secs(1)))
+            .await;
+        assert!(matches!(result, Err(Error::ShuttingDown)), "{result:?}");
+        drop(writer);
+        thread.join().await;
+    }
+
+    #[test]
+    fn a_claim_has_exactly_one_winner() {
+        let claim = Claim::default();
+        assert!(claim.take(ABANDONED));
+        assert!(!claim.take(RUNNING));
+    }
+}
