@@ -5,7 +5,13 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const FILES: &[&str] = &["store/v1/store.proto"];
+const FILES: &[&str] = &[
+    "store/v1/store.proto",
+    "session/v1/money.proto",
+    "session/v1/cart.proto",
+    "session/v1/todo.proto",
+    "session/v1/record.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for file in FILES {

@@ -9,5 +9,13 @@ pub mod store {
     }
 }
 
+/// `session.v1`: the per-user actor services of session-svc.
+pub mod session {
+    /// Version 1 of the session API.
+    pub mod v1 {
+        tonic::include_proto!("session.v1");
+    }
+}
+
 /// Every file of `proto/`, encoded as a `google.protobuf.FileDescriptorSet`, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

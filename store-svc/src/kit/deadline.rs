@@ -5,6 +5,11 @@
 //! to refuse work whose deadline passed while it waited in a queue (seed 004: a timed-out call
 //! that still runs later is the bug we fix) and to pass the remaining budget downstream.
 //!
+//! A caller may also send [`ABSOLUTE_HEADER`], its deadline as Unix milliseconds. session-svc
+//! does, because `grpc-timeout` is relative: a request delayed in the network arrives with its
+//! whole budget still in the header, and would run after its caller gave up. The earlier of
+//! the two wins.
+//!
 //! tonic's transport also races every request against the header's timeout and answers
 //! CANCELLED when that timer wins. Our deadline is set [`EARLY`] before tonic's, and the handler
 //! future is polled before tonic's timer, so callers see DEADLINE_EXCEEDED from us instead.
@@ -20,6 +25,9 @@ use tower::{Layer, Service};
 
 /// How much earlier than tonic's own timer our deadline fires (one tokio timer tick).
 pub const EARLY: Duration = Duration::from_millis(1);
+
+/// Metadata key of the caller's absolute deadline, in milliseconds since the Unix epoch.
+pub const ABSOLUTE_HEADER: &str = "x-deadline-unix-ms";
 
 /// The instant by which a request must be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +47,14 @@ impl Deadline {
             .get::<Deadline>()
             .copied()
             .unwrap_or_else(|| Self::after(default))
+    }
+
+    /// The deadline as milliseconds since the Unix epoch, for [`ABSOLUTE_HEADER`].
+    pub fn unix_ms(self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        u64::try_from((now + self.remaining()).as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The instant itself.
@@ -74,6 +90,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
+}
+
+/// Time left until a Unix-milliseconds deadline (zero if it passed); `None` if malformed.
+fn remaining_until_unix_ms(value: &str) -> Option<Duration> {
+    let deadline = Duration::from_millis(value.parse().ok()?);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some(deadline.saturating_sub(now))
 }
 
 /// Tower layer that stamps every request with its [`Deadline`]: the client's `grpc-timeout`
@@ -121,12 +146,15 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let budget = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map_or(self.default, |client| client.saturating_sub(EARLY));
+        let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+        let relative = header("grpc-timeout").and_then(parse_grpc_timeout);
+        let absolute = header(ABSOLUTE_HEADER).and_then(remaining_until_unix_ms);
+        let budget = match (relative, absolute) {
+            (None, None) => self.default,
+            (Some(relative), None) => relative.saturating_sub(EARLY),
+            (None, Some(absolute)) => absolute,
+            (Some(relative), Some(absolute)) => relative.saturating_sub(EARLY).min(absolute),
+        };
         request.extensions_mut().insert(Deadline::after(budget));
         self.inner.call(request)
     }
@@ -184,5 +212,18 @@ mod tests {
         assert_eq!(seen(Some("100m")).await, Duration::from_millis(99));
         assert_eq!(seen(None).await, Duration::from_secs(5));
         assert_eq!(seen(Some("garbage")).await, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn absolute_deadlines_count_down_from_the_wall_clock() {
+        let past = remaining_until_unix_ms("1000").unwrap();
+        assert_eq!(past, Duration::ZERO);
+        let soon = Deadline::after(Duration::from_secs(60)).unix_ms();
+        let left = remaining_until_unix_ms(&soon.to_string()).unwrap();
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(60),
+            "{left:?}"
+        );
+        assert_eq!(remaining_until_unix_ms("soon"), None);
     }
 }

@@ -1,0 +1,248 @@
+//! session-svc's one error type and its single mapping onto gRPC status codes
+//! (the error contract of DESIGN.md).
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Everything a session-svc request can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed; `field` is its proto name (`unit_price.currency_code`).
+    #[error("invalid {field}: {description}")]
+    InvalidArgument {
+        /// The offending field as named in the proto.
+        field: String,
+        /// What is wrong and what would be accepted.
+        description: String,
+    },
+    /// No such session, list, entry or actor.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not allowed in the current state (e.g. adding to a checked-out cart).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Another writer changed the state first; the actor reloaded it. Retry.
+    #[error("{0}")]
+    Aborted(String),
+    /// The actor's mailbox is full: it is receiving faster than it can handle.
+    #[error("mailbox of {kind}/{key} is full ({capacity} waiting); retry after {retry_after:?}")]
+    MailboxFull {
+        /// The actor's kind.
+        kind: &'static str,
+        /// The actor's key.
+        key: String,
+        /// The mailbox capacity.
+        capacity: usize,
+        /// Suggested back-off.
+        retry_after: Duration,
+    },
+    /// `max_actors` are live and none is idle enough to passivate.
+    #[error("actor limit reached ({limit} live, none idle); retry after {retry_after:?}")]
+    ActorLimit {
+        /// The configured cap.
+        limit: usize,
+        /// Suggested back-off.
+        retry_after: Duration,
+    },
+    /// The caller's deadline passed before the work ran or finished.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    /// store-svc cannot be reached or is overloaded.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
+    /// The key crashed too often and is resting; it may activate again after `retry_after`.
+    #[error("{kind}/{key} is quarantined after repeated crashes; retry after {retry_after:?}")]
+    Quarantined {
+        /// The actor's kind.
+        kind: &'static str,
+        /// The actor's key.
+        key: String,
+        /// Time left in quarantine.
+        retry_after: Duration,
+    },
+    /// The server is draining for shutdown.
+    #[error("session-svc is shutting down; retry shortly")]
+    ShuttingDown,
+    /// The actor's handler panicked on this message (a bug); it restarts from durable state.
+    #[error(
+        "the actor for {kind}/{key} crashed handling this request; it restarted from its last durable state"
+    )]
+    ActorCrashed {
+        /// The actor's kind.
+        kind: &'static str,
+        /// The actor's key.
+        key: String,
+    },
+    /// Stored state could not be decoded: a bug or a foreign writer.
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+
+    /// The error a store status becomes when the store answers a session-svc call.
+    pub fn from_store(status: &Status) -> Self {
+        let message = status.message().to_string();
+        match status.code() {
+            Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded(message),
+            Code::Aborted => Self::Aborted(message),
+            Code::NotFound => Self::NotFound(message),
+            Code::Unavailable | Code::ResourceExhausted | Code::Unknown => {
+                Self::StoreUnavailable(message)
+            }
+            code => Self::Corrupt(format!("store answered {code:?}: {message}")),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let message = error.to_string();
+        let retry = |code, retry_after: &Duration| {
+            Status::with_error_details(
+                code,
+                message.clone(),
+                ErrorDetails::with_retry_info(Some(*retry_after)),
+            )
+        };
+        match &error {
+            Error::InvalidArgument { field, description } => Status::with_error_details(
+                Code::InvalidArgument,
+                message.clone(),
+                ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+            ),
+            Error::NotFound(_) => Status::not_found(message),
+            Error::FailedPrecondition(_) => Status::failed_precondition(message),
+            Error::Aborted(_) => Status::aborted(message),
+            Error::MailboxFull { retry_after, .. } | Error::ActorLimit { retry_after, .. } => {
+                retry(Code::ResourceExhausted, retry_after)
+            }
+            Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
+            Error::StoreUnavailable(_) | Error::ShuttingDown => Status::unavailable(message),
+            Error::Quarantined { retry_after, .. } => retry(Code::Unavailable, retry_after),
+            Error::ActorCrashed { .. } | Error::Corrupt(_) => Status::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_contract_code() {
+        let wait = Duration::from_millis(100);
+        let cases = [
+            (Error::invalid("key", "empty"), Code::InvalidArgument),
+            (Error::NotFound("no session".into()), Code::NotFound),
+            (
+                Error::FailedPrecondition("checked out".into()),
+                Code::FailedPrecondition,
+            ),
+            (Error::Aborted("conflict".into()), Code::Aborted),
+            (
+                Error::MailboxFull {
+                    kind: "cart",
+                    key: "k".into(),
+                    capacity: 1,
+                    retry_after: wait,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::ActorLimit {
+                    limit: 1,
+                    retry_after: wait,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Error::DeadlineExceeded("queued".into()),
+                Code::DeadlineExceeded,
+            ),
+            (Error::StoreUnavailable("down".into()), Code::Unavailable),
+            (
+                Error::Quarantined {
+                    kind: "cart",
+                    key: "k".into(),
+                    retry_after: wait,
+                },
+                Code::Unavailable,
+            ),
+            (Error::ShuttingDown, Code::Unavailable),
+            (
+                Error::ActorCrashed {
+                    kind: "cart",
+                    key: "k".into(),
+                },
+                Code::Internal,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Status::from(error.clone()).code(), code, "{error}");
+        }
+    }
+
+    #[test]
+    fn backpressure_and_quarantine_carry_retry_info() {
+        let wait = Duration::from_millis(250);
+        for error in [
+            Error::MailboxFull {
+                kind: "cart",
+                key: "k".into(),
+                capacity: 1,
+                retry_after: wait,
+            },
+            Error::Quarantined {
+                kind: "cart",
+                key: "k".into(),
+                retry_after: wait,
+            },
+        ] {
+            let status = Status::from(error);
+            assert_eq!(
+                status.get_details_retry_info().unwrap().retry_delay,
+                Some(wait)
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_argument_names_the_field() {
+        let status = Status::from(Error::invalid("unit_price.currency_code", "mixed currency"));
+        let details = status.get_details_bad_request().unwrap();
+        assert_eq!(
+            details.field_violations[0].field,
+            "unit_price.currency_code"
+        );
+    }
+
+    #[test]
+    fn store_statuses_become_contract_errors() {
+        assert!(matches!(
+            Error::from_store(&Status::unavailable("x")),
+            Error::StoreUnavailable(_)
+        ));
+        assert!(matches!(
+            Error::from_store(&Status::aborted("x")),
+            Error::Aborted(_)
+        ));
+        assert!(matches!(
+            Error::from_store(&Status::deadline_exceeded("x")),
+            Error::DeadlineExceeded(_)
+        ));
+        assert!(matches!(
+            Error::from_store(&Status::resource_exhausted("x")),
+            Error::StoreUnavailable(_)
+        ));
+    }
+}

@@ -1,0 +1,337 @@
+//! The actor task: one per live key, owning its state, handling one message at a time, and
+//! supervising itself.
+//!
+//! Supervision is local. A panic while handling a message is caught; the message's caller gets
+//! an error (its reply is dropped unsent); the in-memory state is discarded and reloaded from
+//! the store before the next message: a restart from the last durable state. More than
+//! `max_restarts` crashes within `restart_window` quarantines the key for a while. Other keys
+//! never notice (OTP would take the supervisor down after its intensity; we need not).
+
+use std::{collections::VecDeque, sync::Arc, sync::atomic::Ordering};
+
+use prost::Message as _;
+use proto::session::v1::{ActorRecord, RecentRequest};
+use store_svc::kit::deadline::Deadline;
+use tokio::{sync::broadcast, time::Instant};
+use tracing::Instrument as _;
+
+use super::{
+    entity::{Command as _, Ctx, Entity, Step},
+    kind::{Cell, Envelope, Kind, Msg, Subscription},
+    panic::{CatchUnwind, message},
+};
+use crate::error::Error;
+
+/// How many changes a slow watcher may fall behind before it skips to the newest.
+const WATCH_BUFFER: usize = 16;
+
+/// State as loaded from the store.
+struct Loaded<E: Entity> {
+    /// `None`: this key has no state yet.
+    state: Option<E::State>,
+    /// Store version of `state` (0: absent); the next write expects it.
+    version: u64,
+    /// Idempotency memory: request id → encoded reply, oldest first.
+    recent: VecDeque<(String, Vec<u8>)>,
+}
+
+struct Actor<E: Entity> {
+    /// The registry, entity and store.
+    kind: Kind<E>,
+    /// This actor's key.
+    key: Arc<str>,
+    /// Mailbox and bookkeeping shared with the registry.
+    cell: Arc<Cell<E>>,
+    /// `None` until loaded, and again after anything that leaves the durable state unknown
+    /// (a crash, a failed or conflicting write): the next message reloads it.
+    loaded: Option<Loaded<E>>,
+    /// Watchers of this key, made on first watch.
+    watchers: Option<broadcast::Sender<E::Snapshot>>,
+    /// Times of recent crashes, for the restart intensity.
+    crashes: VecDeque<Instant>,
+}
+
+/// Runs the actor of `key` until it passivates, is evicted, quarantined or shut down.
+pub(super) async fn run<E: Entity>(kind: Kind<E>, key: Arc<str>, cell: Arc<Cell<E>>) {
+    let span = tracing::info_span!("actor", kind = E::KIND, key = %key);
+    Actor {
+        kind,
+        key,
+        cell,
+        loaded: None,
+        watchers: None,
+        crashes: VecDeque::new(),
+    }
+    .run()
+    .instrument(span)
+    .await;
+}
+
+impl<E: Entity> Actor<E> {
+    async fn run(mut self) {
+        let idle_timeout = self.kind.inner.settings.idle_timeout;
+        loop {
+            let next = tokio::select! {
+                biased;
+                envelope = self.cell.mailbox.recv() => envelope,
+                () = tokio::time::sleep(idle_timeout) => {
+                    if self.passivate() {
+                        tracing::debug!("passivated after {idle_timeout:?} idle");
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(envelope) = next else {
+                // Closed by eviction or shutdown; whoever closed it released the slot.
+                return;
+            };
+            let handled = CatchUnwind::new(self.handle(envelope)).await;
+            self.cell
+                .last_used
+                .store(self.kind.inner.actors.now_tick(), Ordering::Relaxed);
+            if let Err(payload) = handled
+                && !self.restart(message(payload.as_ref()))
+            {
+                return;
+            }
+        }
+    }
+
+    /// Stops if idle and unwatched; false if a message arrived or someone watches.
+    fn passivate(&mut self) -> bool {
+        self.prune_watchers();
+        if self.watchers.is_some() || !self.cell.mailbox.close_if_idle() {
+            return false;
+        }
+        self.kind.remove(&self.key, self.cell.id);
+        true
+    }
+
+    /// After a crash: discard the state (the next message reloads it), or quarantine the key
+    /// if it crashes too often. False when the actor must stop.
+    fn restart(&mut self, reason: &str) -> bool {
+        let settings = &self.kind.inner.settings;
+        let now = Instant::now();
+        self.loaded = None;
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > settings.restart_window)
+        {
+            self.crashes.pop_front();
+        }
+        let restarts = self.cell.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.crashes.len() <= settings.max_restarts as usize {
+            tracing::warn!(
+                reason,
+                restarts,
+                "actor crashed; restarting from durable state"
+            );
+            return true;
+        }
+        tracing::error!(
+            reason,
+            crashes = self.crashes.len(),
+            window = ?settings.restart_window,
+            quarantine = ?settings.quarantine,
+            "actor crash loop; quarantining the key"
+        );
+        for envelope in self.cell.mailbox.close() {
+            envelope.refuse(Error::Quarantined {
+                kind: E::KIND,
+                key: self.key.to_string(),
+                retry_after: settings.quarantine,
+            });
+        }
+        self.kind
+            .quarantine(&self.key, self.cell.id, settings.quarantine, restarts);
+        false
+    }
+
+    async fn handle(&mut self, envelope: Box<Envelope<E>>) {
+        let Envelope { msg, deadline } = *envelope;
+        match msg {
+            Msg::Command(command, reply) => {
+                let result = self.command(command, deadline).await;
+                let _ = reply.send(result); // the caller may have gone
+            }
+            Msg::Cast(command) => {
+                if let Err(error) = self.command(command, deadline).await {
+                    tracing::info!(%error, "cast failed");
+                }
+            }
+            Msg::Watch(reply) => {
+                let result = self.subscribe(deadline).await;
+                let _ = reply.send(result);
+            }
+            Msg::Crash => panic!("crashed on purpose by KillActor"),
+        }
+    }
+
+    async fn command(
+        &mut self,
+        command: E::Command,
+        deadline: Deadline,
+    ) -> Result<E::Reply, Error> {
+        if deadline.expired() {
+            return Err(Error::DeadlineExceeded(
+                "the request waited in the actor's mailbox past its deadline and was not executed"
+                    .into(),
+            ));
+        }
+        self.load(deadline).await?;
+        let inner = self.kind.inner.clone();
+        let entity = &inner.entity;
+        let loaded = self.loaded.as_ref().expect("loaded above");
+        let request_id = command.request_id().map(str::to_owned);
+        if let Some(id) = &request_id
+            && let Some((_, reply)) = loaded.recent.iter().find(|(seen, _)| seen == id)
+        {
+            return entity
+                .decode_reply(reply)
+                .map_err(|e| Error::Corrupt(format!("remembered reply for {id:?}: {e}")));
+        }
+        let ctx = Ctx::now(loaded.version);
+        let (state, reply, side_writes) =
+            match entity.handle(loaded.state.as_ref(), command, ctx)? {
+                Step::Read(reply) => return Ok(reply),
+                Step::Write {
+                    state,
+                    reply,
+                    side_writes,
+                } => (state, reply, side_writes),
+            };
+        for write in side_writes {
+            // Create-if-absent with a key derived from the command: already there means a
+            // retry after a crash between the two writes, and it counts as written.
+            match inner
+                .store
+                .put(&write.namespace, &write.key, write.value, 0, deadline)
+                .await
+            {
+                Ok(_) | Err(Error::Aborted(_)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let mut recent = loaded.recent.clone();
+        if let Some(id) = request_id {
+            recent.push_back((id, entity.encode_reply(&reply)));
+            while recent.len() > inner.settings.recent_requests {
+                recent.pop_front();
+            }
+        }
+        let record = ActorRecord {
+            state: entity.encode_state(&state),
+            recent_requests: recent
+                .iter()
+                .map(|(request_id, reply)| RecentRequest {
+                    request_id: request_id.clone(),
+                    reply: reply.clone(),
+                })
+                .collect(),
+        };
+        let written = inner
+            .store
+            .put(
+                E::KIND,
+                &self.key,
+                record.encode_to_vec(),
+                loaded.version,
+                deadline,
+            )
+            .await;
+        match written {
+            Ok(version) => {
+                self.loaded = Some(Loaded {
+                    state: Some(state),
+                    version,
+                    recent,
+                });
+                self.publish();
+                Ok(reply)
+            }
+            Err(error) => {
+                // Conflict, timeout or outage: whether the write landed is unknown or another
+                // writer won. Never guess: reload before the next message.
+                self.loaded = None;
+                Err(error)
+            }
+        }
+    }
+
+    async fn load(&mut self, deadline: Deadline) -> Result<(), Error> {
+        if self.loaded.is_some() {
+            return Ok(());
+        }
+        let inner = self.kind.inner.clone();
+        let loaded = match inner.store.get(E::KIND, &self.key, deadline).await? {
+            None => Loaded {
+                state: None,
+                version: 0,
+                recent: VecDeque::new(),
+            },
+            Some(stored) => {
+                let record = ActorRecord::decode(stored.value.as_slice())
+                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                let state = inner
+                    .entity
+                    .decode_state(&record.state)
+                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                Loaded {
+                    state: Some(state),
+                    version: stored.version,
+                    recent: record
+                        .recent_requests
+                        .into_iter()
+                        .map(|r| (r.request_id, r.reply))
+                        .collect(),
+                }
+            }
+        };
+        self.loaded = Some(loaded);
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, deadline: Deadline) -> Result<Subscription<E>, Error> {
+        if deadline.expired() {
+            return Err(Error::DeadlineExceeded(
+                "watch request expired in the mailbox".into(),
+            ));
+        }
+        self.load(deadline).await?;
+        let loaded = self.loaded.as_ref().expect("loaded above");
+        let entity = &self.kind.inner.entity;
+        let Some(state) = &loaded.state else {
+            return Err(entity.missing(&self.key));
+        };
+        let snapshot = entity.snapshot(state, loaded.version);
+        let sender = self
+            .watchers
+            .get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0);
+        self.cell.watched.store(true, Ordering::Relaxed);
+        Ok((snapshot, sender.subscribe()))
+    }
+
+    /// Sends the new state to watchers; never waits for them (a slow one skips ahead).
+    fn publish(&mut self) {
+        self.prune_watchers();
+        if let (Some(sender), Some(loaded)) = (&self.watchers, &self.loaded)
+            && let Some(state) = &loaded.state
+        {
+            let _ = sender.send(self.kind.inner.entity.snapshot(state, loaded.version));
+        }
+    }
+
+    fn prune_watchers(&mut self) {
+        if self
+            .watchers
+            .as_ref()
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            self.watchers = None;
+            self.cell.watched.store(false, Ordering::Relaxed);
+        }
+    }
+}

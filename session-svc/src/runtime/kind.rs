@@ -1,0 +1,438 @@
+//! One entity kind's live actors: get-or-activate, calls and casts, watches, and the
+//! [`Table`] face that the cross-kind view uses for eviction and admin.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use store_svc::kit::deadline::Deadline;
+use tokio::{
+    sync::{broadcast, oneshot, watch},
+    time::Instant,
+};
+
+use super::{
+    Settings, actor,
+    entity::Entity,
+    mailbox::{Mailbox, Refused},
+    registry::{ActorInfo, ActorStatus, Actors, Candidate, Sharded, Table},
+    store::Store,
+};
+use crate::error::Error;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// A key is 1 to 256 bytes of UTF-8 with no control characters. `field` names it in errors.
+pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
+    if key.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                key.len()
+            ),
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// What a message asks of an actor.
+pub(super) enum Msg<E: Entity> {
+    /// Handle a command and answer.
+    Command(E::Command, oneshot::Sender<Result<E::Reply, Error>>),
+    /// Handle a command, answering no one (a cast).
+    Cast(E::Command),
+    /// Subscribe to changes: the current snapshot and a receiver of the next ones.
+    Watch(oneshot::Sender<Result<Subscription<E>, Error>>),
+    /// Crash on purpose (admin KillActor): exercises the real supervision path.
+    Crash,
+}
+
+/// A watcher's start: the state now and every change after it.
+pub type Subscription<E> = (
+    <E as Entity>::Snapshot,
+    broadcast::Receiver<<E as Entity>::Snapshot>,
+);
+
+/// A message with the deadline of the request that sent it.
+pub(super) struct Envelope<E: Entity> {
+    /// What to do.
+    pub msg: Msg<E>,
+    /// When the sender stops waiting; past it, the message is dropped unexecuted.
+    pub deadline: Deadline,
+}
+
+/// One activation of one key: what the registry holds and the actor task shares.
+pub(super) struct Cell<E: Entity> {
+    /// Tells this activation from a later one of the same key.
+    pub id: u64,
+    /// Boxed envelopes keep an idle mailbox's retained capacity to a few pointers.
+    pub mailbox: Mailbox<Box<Envelope<E>>>,
+    /// Tick of the last message, for LRU eviction and idle time.
+    pub last_used: AtomicU64,
+    /// Crashes of this activation, for the admin API.
+    pub restarts: AtomicU32,
+    /// Someone is watching: never passivate or evict (the stream would end).
+    pub watched: AtomicBool,
+}
+
+/// A registry entry.
+enum Slot<E: Entity> {
+    /// A running actor.
+    Live(Arc<Cell<E>>),
+    /// A crash-looping key, refused until `until`.
+    Quarantined {
+        /// End of the quarantine.
+        until: Instant,
+        /// Crashes that led to it.
+        restarts: u32,
+    },
+}
+
+pub(super) struct Inner<E: Entity> {
+    /// The kind's behaviour.
+    pub entity: E,
+    /// Where state is loaded from and written to.
+    pub store: Store,
+    /// Mailbox size, idle timeout, restart intensity.
+    pub settings: Settings,
+    /// The cross-kind view: live count, cap, eviction.
+    pub actors: Arc<Actors>,
+    /// This kind's actors.
+    map: Sharded<Slot<E>>,
+    /// Set when the server drains: no new activations; watch streams end.
+    closing: watch::Sender<bool>,
+}
+
+/// The live actors of one kind. Cheap to clone; every clone is the same registry.
+pub struct Kind<E: Entity> {
+    pub(super) inner: Arc<Inner<E>>,
+}
+
+impl<E: Entity> Clone for Kind<E> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<E: Entity> Kind<E> {
+    /// A registry for `entity`, sharing `actors` (cap, eviction, admin) with other kinds.
+    pub fn new(entity: E, store: Store, settings: Settings, actors: Arc<Actors>) -> Self {
+        let kind = Self {
+            inner: Arc::new(Inner {
+                entity,
+                store,
+                settings,
+                actors: actors.clone(),
+                map: Sharded::default(),
+                closing: watch::channel(false).0,
+            }),
+        };
+        actors.register(Arc::new(kind.clone()));
+        kind
+    }
+
+    /// The entity behind this kind.
+    pub fn entity(&self) -> &E {
+        &self.inner.entity
+    }
+
+    /// Sends `command` to the actor of `key` (activating it) and waits for its answer, at
+    /// most until `deadline`. State-changing commands are answered once durable.
+    pub async fn call(
+        &self,
+        key: &str,
+        command: E::Command,
+        deadline: Deadline,
+    ) -> Result<E::Reply, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(key, Msg::Command(command, reply), deadline)?;
+        self.wait(key, answer, deadline).await?
+    }
+
+    /// Queues `command` for the actor of `key` and returns at once: accepted, not done. For
+    /// messages whose sender needs no result; backpressure still applies (a full mailbox
+    /// refuses), and the message is dropped if not run by `deadline`.
+    pub fn cast(&self, key: &str, command: E::Command, deadline: Deadline) -> Result<(), Error> {
+        self.send(key, Msg::Cast(command), deadline)
+    }
+
+    /// The current snapshot of `key` and a receiver of every later one.
+    pub async fn watch(&self, key: &str, deadline: Deadline) -> Result<Subscription<E>, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(key, Msg::Watch(reply), deadline)?;
+        self.wait(key, answer, deadline).await?
+    }
+
+    /// Resolves when the server starts draining (watch streams end then).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.inner.closing.subscribe()
+    }
+
+    /// Stops every actor: no new activations, waiting messages answered UNAVAILABLE.
+    /// Called after the gRPC server stopped accepting and finished in-flight requests.
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+        self.inner.map.for_each(|_, slot| {
+            if let Slot::Live(cell) = slot {
+                for envelope in cell.mailbox.close() {
+                    envelope.refuse(Error::ShuttingDown);
+                }
+            }
+        });
+    }
+
+    async fn wait<T>(
+        &self,
+        key: &str,
+        answer: oneshot::Receiver<T>,
+        deadline: Deadline,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout_at(deadline.instant(), answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // The reply was dropped unsent: the actor crashed while handling this message.
+            Ok(Err(_)) => Err(Error::ActorCrashed {
+                kind: E::KIND,
+                key: key.to_string(),
+            }),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "{}/{key} did not answer before the deadline",
+                E::KIND
+            ))),
+        }
+    }
+
+    fn send(&self, key: &str, msg: Msg<E>, deadline: Deadline) -> Result<(), Error> {
+        validate_key(E::KEY_FIELD, key)?;
+        let mut envelope = Box::new(Envelope { msg, deadline });
+        // A closed mailbox means the actor stopped between lookup and push; the next lookup
+        // replaces it. Twice in a row is a passivation race, three times something else.
+        for _ in 0..3 {
+            let cell = self.get_or_activate(key)?;
+            match cell.mailbox.push(envelope) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Full(_)) => {
+                    return Err(Error::MailboxFull {
+                        kind: E::KIND,
+                        key: key.to_string(),
+                        capacity: self.inner.settings.mailbox_capacity,
+                        retry_after: self.inner.settings.retry_after,
+                    });
+                }
+                Err(Refused::Closed(returned)) => {
+                    envelope = returned;
+                    self.remove(key, cell.id);
+                }
+            }
+        }
+        Err(Error::ShuttingDown)
+    }
+
+    fn get_or_activate(&self, key: &str) -> Result<Arc<Cell<E>>, Error> {
+        if *self.inner.closing.borrow() {
+            return Err(Error::ShuttingDown);
+        }
+        let actors = &self.inner.actors;
+        if let Some(cell) = self.lookup(key)? {
+            return Ok(cell);
+        }
+        if !actors.reserve() {
+            return Err(Error::ActorLimit {
+                limit: actors.max(),
+                retry_after: self.inner.settings.retry_after,
+            });
+        }
+        let mut shard = self.inner.map.shard(key);
+        if let Some(Slot::Live(cell)) = shard.get(key)
+            && !cell.mailbox.is_closed()
+        {
+            // Another request activated it while we reserved: use theirs.
+            actors.release();
+            cell.last_used.store(actors.now_tick(), Ordering::Relaxed);
+            return Ok(cell.clone());
+        }
+        let cell = Arc::new(Cell {
+            id: actors.next_id(),
+            mailbox: Mailbox::new(self.inner.settings.mailbox_capacity),
+            last_used: AtomicU64::new(actors.now_tick()),
+            restarts: AtomicU32::new(0),
+            watched: AtomicBool::new(false),
+        });
+        let key: Arc<str> = key.into();
+        shard.insert(key.clone(), Slot::Live(cell.clone()));
+        drop(shard);
+        // The state loads inside the new task, so a slow load delays only this key.
+        tokio::spawn(actor::run(self.clone(), key, cell.clone()));
+        Ok(cell)
+    }
+
+    /// The live actor of `key`, if any; clears stale entries; refuses quarantined keys.
+    fn lookup(&self, key: &str) -> Result<Option<Arc<Cell<E>>>, Error> {
+        let mut shard = self.inner.map.shard(key);
+        match shard.get(key) {
+            None => Ok(None),
+            Some(Slot::Live(cell)) if !cell.mailbox.is_closed() => {
+                cell.last_used
+                    .store(self.inner.actors.now_tick(), Ordering::Relaxed);
+                Ok(Some(cell.clone()))
+            }
+            Some(Slot::Live(_)) => {
+                shard.remove(key);
+                self.inner.actors.release();
+                Ok(None)
+            }
+            Some(Slot::Quarantined { until, .. }) => {
+                let now = Instant::now();
+                if now < *until {
+                    Err(Error::Quarantined {
+                        kind: E::KIND,
+                        key: key.to_string(),
+                        retry_after: *until - now,
+                    })
+                } else {
+                    shard.remove(key);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Removes the entry of `key` if it is still activation `id`; true if it did (the caller
+    /// then owned the live slot, and it is released).
+    pub(super) fn remove(&self, key: &str, id: u64) -> bool {
+        let mut shard = self.inner.map.shard(key);
+        let same = matches!(shard.get(key), Some(Slot::Live(cell)) if cell.id == id);
+        if same {
+            shard.remove(key);
+            self.inner.actors.release();
+        }
+        same
+    }
+
+    /// Replaces activation `id` of `key` by a quarantine entry lasting `rest`.
+    pub(super) fn quarantine(&self, key: &str, id: u64, rest: Duration, restarts: u32) {
+        let mut shard = self.inner.map.shard(key);
+        let same = matches!(shard.get(key), Some(Slot::Live(cell)) if cell.id == id);
+        if same {
+            shard.insert(
+                key.into(),
+                Slot::Quarantined {
+                    until: Instant::now() + rest,
+                    restarts,
+                },
+            );
+            self.inner.actors.release();
+        }
+    }
+}
+
+impl<E: Entity> Envelope<E> {
+    /// Answers the sender with `error` without running the message.
+    pub(super) fn refuse(self: Box<Self>, error: Error) {
+        match self.msg {
+            Msg::Command(_, reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Msg::Watch(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Msg::Cast(_) | Msg::Crash => {}
+        }
+    }
+}
+
+impl<E: Entity> Table for Kind<E> {
+    fn kind(&self) -> &'static str {
+        E::KIND
+    }
+
+    fn idle_candidates(&self, out: &mut Vec<Candidate>) {
+        let table = self.table_index();
+        self.inner.map.for_each(|key, slot| {
+            if let Slot::Live(cell) = slot
+                && !cell.watched.load(Ordering::Relaxed)
+                && cell.mailbox.is_idle()
+            {
+                out.push(Candidate {
+                    last_used: cell.last_used.load(Ordering::Relaxed),
+                    table,
+                    key: key.clone(),
+                    id: cell.id,
+                });
+            }
+        });
+    }
+
+    fn evict(&self, candidate: &Candidate) -> bool {
+        let mut shard = self.inner.map.shard(&candidate.key);
+        let evicted = match shard.get(&candidate.key) {
+            Some(Slot::Live(cell)) if cell.id == candidate.id => {
+                !cell.watched.load(Ordering::Relaxed) && cell.mailbox.close_if_idle()
+            }
+            _ => false,
+        };
+        if evicted {
+            shard.remove(&candidate.key);
+            self.inner.actors.release();
+        }
+        evicted
+    }
+
+    fn list(&self, out: &mut Vec<ActorInfo>) {
+        let now = self.inner.actors.now_tick();
+        self.inner.map.for_each(|key, slot| {
+            out.push(match slot {
+                Slot::Live(cell) => ActorInfo {
+                    kind: E::KIND,
+                    key: key.clone(),
+                    status: ActorStatus::Live,
+                    mailbox_len: cell.mailbox.len(),
+                    idle_for: Duration::from_millis(
+                        now.saturating_sub(cell.last_used.load(Ordering::Relaxed)),
+                    ),
+                    restarts: cell.restarts.load(Ordering::Relaxed),
+                },
+                Slot::Quarantined { restarts, .. } => ActorInfo {
+                    kind: E::KIND,
+                    key: key.clone(),
+                    status: ActorStatus::Quarantined,
+                    mailbox_len: 0,
+                    idle_for: Duration::ZERO,
+                    restarts: *restarts,
+                },
+            });
+        });
+    }
+
+    fn kill(&self, key: &str) -> bool {
+        let cell = match self.inner.map.shard(key).get(key) {
+            Some(Slot::Live(cell)) => cell.clone(),
+            _ => return false,
+        };
+        let envelope = Box::new(Envelope {
+            msg: Msg::Crash,
+            deadline: Deadline::after(self.inner.settings.retry_after.max(Duration::from_secs(5))),
+        });
+        cell.mailbox.push(envelope).is_ok()
+    }
+}
+
+impl<E: Entity> Kind<E> {
+    fn table_index(&self) -> usize {
+        // Tables are registered once, in construction order; find ours by identity.
+        self.inner.actors.index_of(E::KIND)
+    }
+}

@@ -1,0 +1,217 @@
+//! session-svc's client of store-svc: one shared channel, every call bounded by the caller's
+//! deadline, which also travels to the store (relative and absolute) so the store drops work
+//! whose caller has already given up.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use proto::store::v1::{
+    DeleteRequest, GetRequest, PutRequest, store_service_client::StoreServiceClient,
+};
+use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
+use tonic::{
+    Code, Request,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+use crate::error::Error;
+
+/// How long opening a connection to the store may take before calls fail UNAVAILABLE.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A cheap, cloneable handle on store-svc. The channel reconnects by itself, so a store that
+/// comes back is used again without restarting session-svc.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Where records live.
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    /// store-svc; tonic multiplexes every actor's calls over one HTTP/2 connection.
+    Remote(StoreServiceClient<Channel>),
+    /// A map in this process with the same version rules: for runtime unit tests and the
+    /// in-process actor-memory benchmark, never for a server.
+    Memory(Arc<Mutex<HashMap<(String, String), Stored>>>),
+}
+
+/// A stored record: its bytes and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The bytes.
+    pub value: Vec<u8>,
+    /// The store's version of them.
+    pub version: u64,
+}
+
+impl Store {
+    /// A client of the store at `addr` (`http://host:port`). Connects on first use.
+    pub fn connect_lazy(addr: &str) -> Result<Self, String> {
+        let endpoint = Endpoint::from_shared(addr.to_string())
+            .map_err(|e| format!("bad store address {addr:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Ok(Self {
+            backend: Backend::Remote(StoreServiceClient::new(endpoint.connect_lazy())),
+        })
+    }
+
+    /// A store inside this process (tests and benchmarks only): nothing is durable.
+    pub fn in_memory() -> Self {
+        Self {
+            backend: Backend::Memory(Arc::default()),
+        }
+    }
+
+    /// The record at `namespace/key`, or `None`.
+    pub async fn get(
+        &self,
+        namespace: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Stored>, Error> {
+        let mut client = match &self.backend {
+            Backend::Remote(client) => client.clone(),
+            Backend::Memory(map) => {
+                expired(deadline)?;
+                return Ok(lock(map).get(&(namespace.into(), key.into())).cloned());
+            }
+        };
+        let request = GetRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+        };
+        match call(deadline, client.get(bounded(request, deadline))).await {
+            Ok(response) => Ok(Some(Stored {
+                value: response.value,
+                version: response.version,
+            })),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(Error::from_store(&status)),
+        }
+    }
+
+    /// Writes `value` if the record is at `expected_version` (0: absent); the new version.
+    pub async fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Vec<u8>,
+        expected_version: u64,
+        deadline: Deadline,
+    ) -> Result<u64, Error> {
+        let mut client = match &self.backend {
+            Backend::Remote(client) => client.clone(),
+            Backend::Memory(map) => {
+                expired(deadline)?;
+                let mut map = lock(map);
+                let slot = (namespace.to_string(), key.to_string());
+                let current = map.get(&slot).map_or(0, |s| s.version);
+                if current != expected_version {
+                    return Err(conflict(expected_version, current));
+                }
+                let version = current + 1;
+                map.insert(slot, Stored { value, version });
+                return Ok(version);
+            }
+        };
+        let request = PutRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            value,
+            expected_version,
+        };
+        call(deadline, client.put(bounded(request, deadline)))
+            .await
+            .map(|response| response.version)
+            .map_err(|status| Error::from_store(&status))
+    }
+
+    /// Deletes the record if it is at `expected_version`.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected_version: u64,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let mut client = match &self.backend {
+            Backend::Remote(client) => client.clone(),
+            Backend::Memory(map) => {
+                expired(deadline)?;
+                let mut map = lock(map);
+                let slot = (namespace.to_string(), key.to_string());
+                let current = map.get(&slot).map_or(0, |s| s.version);
+                if current != expected_version {
+                    return Err(conflict(expected_version, current));
+                }
+                map.remove(&slot);
+                return Ok(());
+            }
+        };
+        let request = DeleteRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            expected_version,
+        };
+        call(deadline, client.delete(bounded(request, deadline)))
+            .await
+            .map(drop)
+            .map_err(|status| Error::from_store(&status))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn expired(deadline: Deadline) -> Result<(), Error> {
+    if deadline.expired() {
+        Err(Error::DeadlineExceeded(
+            "no time left to call the store".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn conflict(expected: u64, current: u64) -> Error {
+    Error::Aborted(format!(
+        "version conflict: expected version {expected}, current version {current}"
+    ))
+}
+
+/// A request carrying the deadline both ways the store understands.
+fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline.remaining());
+    if let Ok(value) = MetadataValue::try_from(deadline.unix_ms().to_string()) {
+        request.metadata_mut().insert(ABSOLUTE_HEADER, value);
+    }
+    request
+}
+
+/// Runs a store call, giving up at the deadline even if the store or the network hangs.
+async fn call<T>(
+    deadline: Deadline,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    if deadline.expired() {
+        return Err(tonic::Status::deadline_exceeded(
+            "no time left to call the store",
+        ));
+    }
+    match tokio::time::timeout_at(deadline.instant(), call).await {
+        Ok(result) => result.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded(
+            "the store did not answer before the deadline",
+        )),
+    }
+}

@@ -1,0 +1,319 @@
+//! Runtime specifications, run against a toy counter entity and the in-memory store, with
+//! paused time so that idle timeouts and quarantines pass instantly.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use store_svc::kit::deadline::Deadline;
+
+use super::*;
+use crate::error::Error;
+
+/// A counter per key. `Add` changes it, `Get` reads it, `Boom` panics in the handler.
+struct Counter {
+    /// How many times `decode_state` ran: one per load from the store.
+    loads: Arc<AtomicUsize>,
+}
+
+enum Op {
+    Add(u64, Option<String>),
+    Get,
+    Boom,
+}
+
+impl Command for Op {
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Op::Add(_, id) => id.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "op"
+    }
+}
+
+/// prost encodes a bare u64 as `google.protobuf.UInt64Value`.
+fn decode_u64(bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    <u64 as prost::Message>::decode(bytes)
+}
+
+impl Entity for Counter {
+    const KIND: &'static str = "counter";
+    const KEY_FIELD: &'static str = "key";
+    type State = u64;
+    type Command = Op;
+    type Reply = u64;
+    type Snapshot = u64;
+
+    fn decode_state(&self, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        decode_u64(bytes)
+    }
+    fn encode_state(&self, state: &u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(state)
+    }
+    fn encode_reply(&self, reply: &u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(reply)
+    }
+    fn decode_reply(&self, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+        decode_u64(bytes)
+    }
+    fn snapshot(&self, state: &u64, _version: u64) -> u64 {
+        *state
+    }
+    fn is_final(&self, snapshot: &u64) -> bool {
+        *snapshot >= 1000
+    }
+    fn missing(&self, key: &str) -> Error {
+        Error::NotFound(format!("no counter {key}"))
+    }
+    fn handle(&self, state: Option<&u64>, op: Op, _ctx: Ctx) -> Result<Step<u64, u64>, Error> {
+        let current = state.copied().unwrap_or(0);
+        match op {
+            Op::Get => Ok(Step::Read(current)),
+            Op::Add(n, _) => Ok(Step::Write {
+                state: current + n,
+                reply: current + n,
+                side_writes: vec![],
+            }),
+            Op::Boom => panic!("handler bug"),
+        }
+    }
+}
+
+struct Fixture {
+    kind: Kind<Counter>,
+    actors: Arc<Actors>,
+    loads: Arc<AtomicUsize>,
+    store: Store,
+}
+
+fn fixture(settings: Settings, max_actors: usize) -> Fixture {
+    let loads = Arc::new(AtomicUsize::new(0));
+    let actors = Actors::new(max_actors);
+    let store = Store::in_memory();
+    let kind = Kind::new(
+        Counter {
+            loads: loads.clone(),
+        },
+        store.clone(),
+        settings,
+        actors.clone(),
+    );
+    Fixture {
+        kind,
+        actors,
+        loads,
+        store,
+    }
+}
+
+fn soon() -> Deadline {
+    Deadline::after(Duration::from_secs(5))
+}
+
+async fn add(kind: &Kind<Counter>, key: &str, n: u64) -> Result<u64, Error> {
+    kind.call(key, Op::Add(n, None), soon()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_first_requests_activate_a_key_once() {
+    let f = fixture(Settings::default(), 100);
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let kind = f.kind.clone();
+            tokio::spawn(async move { add(&kind, "k", 1).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 50);
+    assert_eq!(f.actors.live(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_are_durable_before_the_answer() {
+    let f = fixture(Settings::default(), 100);
+    assert_eq!(add(&f.kind, "k", 7).await.unwrap(), 7);
+    let stored = f.store.get("counter", "k", soon()).await.unwrap().unwrap();
+    assert_eq!(stored.version, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_actors_passivate_and_come_back_with_their_state() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    add(&f.kind, "k", 5).await.unwrap();
+    assert_eq!(f.actors.live(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(f.actors.live(), 0, "idle actor still live");
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 5);
+    assert_eq!(
+        f.loads.load(Ordering::SeqCst),
+        1,
+        "state was not reloaded from the store"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_fails_only_its_message_and_restarts_from_durable_state() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 3).await.unwrap();
+    add(&f.kind, "other", 1).await.unwrap();
+    let crashed = f.kind.call("k", Op::Boom, soon()).await;
+    assert!(
+        matches!(crashed, Err(Error::ActorCrashed { .. })),
+        "{crashed:?}"
+    );
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 3);
+    assert_eq!(
+        f.loads.load(Ordering::SeqCst),
+        1,
+        "the restart did not reload"
+    );
+    assert_eq!(add(&f.kind, "other", 1).await.unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_quarantines_the_key_then_it_recovers() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    for _ in 0..4 {
+        let _ = f.kind.call("k", Op::Boom, soon()).await;
+    }
+    match f.kind.call("k", Op::Get, soon()).await {
+        Err(Error::Quarantined { retry_after, .. }) => {
+            assert!(retry_after <= Duration::from_secs(10));
+        }
+        other => panic!("expected quarantine, got {other:?}"),
+    }
+    assert_eq!(add(&f.kind, "neighbour", 1).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_mailbox_refuses_at_once_with_a_retry_hint() {
+    let settings = Settings {
+        mailbox_capacity: 4,
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    // Casts are queued synchronously; the actor task has not run yet, so nothing drains.
+    for _ in 0..4 {
+        f.kind.cast("k", Op::Add(1, None), soon()).unwrap();
+    }
+    match f.kind.cast("k", Op::Add(1, None), soon()) {
+        Err(Error::MailboxFull { capacity: 4, .. }) => {}
+        other => panic!("expected a full mailbox, got {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await; // let the actor drain its mailbox
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_whose_deadline_passed_in_the_mailbox_is_not_executed() {
+    let f = fixture(Settings::default(), 100);
+    f.kind
+        .cast("k", Op::Add(100, None), Deadline::after(Duration::ZERO))
+        .unwrap();
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_request_id_is_applied_once_even_after_passivation() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    let op = || Op::Add(10, Some("req-1".into()));
+    assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
+    assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_the_least_recently_used_idle_actor_is_passivated() {
+    let f = fixture(Settings::default(), 3);
+    for key in ["a", "b", "c"] {
+        add(&f.kind, key, 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    add(&f.kind, "a", 1).await.unwrap(); // a is now the most recently used
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    add(&f.kind, "d", 1).await.unwrap();
+    let live: Vec<_> = f
+        .actors
+        .list()
+        .into_iter()
+        .map(|a| a.key.to_string())
+        .collect();
+    assert_eq!(f.actors.live(), 3);
+    assert!(
+        !live.contains(&"b".to_string()),
+        "b should have been evicted: {live:?}"
+    );
+    for key in ["a", "c", "d"] {
+        assert!(live.contains(&key.to_string()), "{key} missing: {live:?}");
+    }
+    assert_eq!(
+        f.kind.call("b", Op::Get, soon()).await.unwrap(),
+        1,
+        "state lost on eviction"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn watchers_see_the_current_state_then_every_change_in_order() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    let (first, mut changes) = f.kind.watch("k", soon()).await.unwrap();
+    assert_eq!(first, 1);
+    for _ in 0..5 {
+        add(&f.kind, "k", 1).await.unwrap();
+    }
+    for expected in 2..=6 {
+        assert_eq!(changes.recv().await.unwrap(), expected);
+    }
+    assert!(matches!(
+        f.kind.watch("nobody", soon()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_keys_are_refused_before_any_actor_starts() {
+    let f = fixture(Settings::default(), 100);
+    for key in [String::new(), "k".repeat(257), "a\u{7}b".into()] {
+        assert!(matches!(
+            add(&f.kind, &key, 1).await,
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    assert_eq!(f.actors.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_refuses_new_work() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    f.kind.close();
+    assert!(matches!(
+        add(&f.kind, "k", 1).await,
+        Err(Error::ShuttingDown)
+    ));
+}
