@@ -16,6 +16,9 @@ use crate::error::Error;
 /// sled tree names get this prefix so that no namespace can alias sled's own default tree.
 const TREE_PREFIX: &str = "ns/";
 
+/// Most bytes of keys and values in one scan page: under tonic's default 4 MiB message limit.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -135,7 +138,8 @@ impl Db {
     }
 
     /// Up to `limit` entries whose key starts with `prefix`, after `after` if given, in key
-    /// order; and whether more follow.
+    /// order, and whether more follow. A page also ends once it holds [`MAX_PAGE_BYTES`] of
+    /// values (but always has at least one entry), so that it fits a gRPC message.
     pub fn scan(
         &self,
         namespace: &str,
@@ -151,14 +155,18 @@ impl Db {
             None => Bound::Included(prefix.as_bytes().to_vec()),
         };
         let mut entries = Vec::with_capacity(limit.min(128));
+        let mut page_bytes = 0;
         for item in tree.range((start, Bound::Unbounded)) {
             let (key, bytes) = item?;
             if !key.starts_with(prefix.as_bytes()) {
                 break;
             }
-            if entries.len() == limit {
+            if entries.len() == limit
+                || (page_bytes > 0 && page_bytes + bytes.len() > MAX_PAGE_BYTES)
+            {
                 return Ok((entries, true));
             }
+            page_bytes += key.len() + bytes.len();
             entries.push(Entry {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 record: Record::decode(&bytes)?,
@@ -327,6 +335,19 @@ mod tests {
         assert_eq!(keys(page), ["b:3"]);
         let (page, _) = db.scan("ns", "", None, 10).unwrap();
         assert_eq!(keys(page), ["a:1", "b:1", "b:2", "b:3", "c:1"]);
+    }
+
+    #[test]
+    fn scan_pages_stop_at_the_byte_cap_but_never_empty() {
+        let (_dir, db) = open();
+        let big = "x".repeat(MAX_PAGE_BYTES / 2);
+        for key in ["a", "b", "c"] {
+            db.apply(&put(key, &big, 0)).unwrap();
+        }
+        let (page, more) = db.scan("ns", "", None, 100).unwrap();
+        assert_eq!((page.len(), more), (1, true));
+        let (page, more) = db.scan("ns", "", Some("b"), 100).unwrap();
+        assert_eq!((page.len(), more), (1, false));
     }
 
     #[test]

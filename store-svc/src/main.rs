@@ -38,15 +38,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let shutdown = match kit::shutdown::signal_received() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            tracing::error!(%error, "cannot install the signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
     match listener.local_addr() {
         // Scripts and tests read this line to learn the port when --listen ends in :0.
         Ok(addr) => println!("listening on {addr}"),
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    match server
-        .serve(listener, kit::shutdown::signal_received())
-        .await
-    {
+    match server.serve(listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
