@@ -2,5 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cart;
+pub mod config;
+pub mod domain;
 pub mod error;
 pub mod runtime;

@@ -139,7 +139,7 @@ impl<E: Entity> Actor<E> {
             "actor crash loop; quarantining the key"
         );
         for envelope in self.cell.mailbox.close() {
-            envelope.refuse(Error::Quarantined {
+            (*envelope).refuse(Error::Quarantined {
                 kind: E::KIND,
                 key: self.key.to_string(),
                 retry_after: settings.quarantine,
@@ -195,7 +195,7 @@ impl<E: Entity> Actor<E> {
         }
         let ctx = Ctx::now(loaded.version);
         let (state, reply, side_writes) =
-            match entity.handle(loaded.state.as_ref(), command, ctx)? {
+            match entity.handle(&self.key, loaded.state.as_ref(), command, ctx)? {
                 Step::Read(reply) => return Ok(reply),
                 Step::Write {
                     state,

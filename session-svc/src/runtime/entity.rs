@@ -76,13 +76,13 @@ pub trait Entity: Send + Sync + 'static {
     type Snapshot: Clone + Send + Sync + 'static;
 
     /// Decodes the bytes `encode_state` stored.
-    fn decode_state(&self, bytes: &[u8]) -> Result<Self::State, prost::DecodeError>;
+    fn decode_state(&self, bytes: &[u8]) -> Result<Self::State, String>;
     /// Encodes the state for the store (protobuf: readable from any language).
     fn encode_state(&self, state: &Self::State) -> Vec<u8>;
     /// Encodes a reply, so that a retried request id can be answered after a restart.
     fn encode_reply(&self, reply: &Self::Reply) -> Vec<u8>;
     /// Decodes a reply stored by `encode_reply`.
-    fn decode_reply(&self, bytes: &[u8]) -> Result<Self::Reply, prost::DecodeError>;
+    fn decode_reply(&self, bytes: &[u8]) -> Result<Self::Reply, String>;
 
     /// The watchers' view of `state` at `version`.
     fn snapshot(&self, state: &Self::State, version: u64) -> Self::Snapshot;
@@ -91,10 +91,11 @@ pub trait Entity: Send + Sync + 'static {
     /// The error for a request that needs state at a key that has none (watching, reading).
     fn missing(&self, key: &str) -> Error;
 
-    /// Handles one command against the current state (`None`: this key has no state yet).
+    /// Handles one command for `key` against its current state (`None`: no state yet).
     /// Pure: no I/O, no clock. An `Err` is answered as is and changes nothing.
     fn handle(
         &self,
+        key: &str,
         state: Option<&Self::State>,
         command: Self::Command,
         ctx: Ctx,

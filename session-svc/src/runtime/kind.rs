@@ -189,7 +189,7 @@ impl<E: Entity> Kind<E> {
         self.inner.map.for_each(|_, slot| {
             if let Slot::Live(cell) = slot {
                 for envelope in cell.mailbox.close() {
-                    envelope.refuse(Error::ShuttingDown);
+                    (*envelope).refuse(Error::ShuttingDown);
                 }
             }
         });
@@ -341,7 +341,7 @@ impl<E: Entity> Kind<E> {
 
 impl<E: Entity> Envelope<E> {
     /// Answers the sender with `error` without running the message.
-    pub(super) fn refuse(self: Box<Self>, error: Error) {
+    pub(super) fn refuse(self, error: Error) {
         match self.msg {
             Msg::Command(_, reply) => {
                 let _ = reply.send(Err(error));

@@ -211,10 +211,13 @@ impl Actors {
     }
 }
 
+/// One independently locked part of a [`Sharded`] map.
+type Shard<V> = Mutex<HashMap<Arc<str>, V>>;
+
 /// A map from key to `V`, split in [`SHARDS`] independently locked parts.
 pub struct Sharded<V> {
     /// The parts; a key always lives in the same one.
-    shards: Box<[Mutex<HashMap<Arc<str>, V>>]>,
+    shards: Box<[Shard<V>]>,
     /// Picks the part; random per process so clients cannot aim at one shard.
     hasher: RandomState,
 }

@@ -40,8 +40,8 @@ impl Command for Op {
 }
 
 /// prost encodes a bare u64 as `google.protobuf.UInt64Value`.
-fn decode_u64(bytes: &[u8]) -> Result<u64, prost::DecodeError> {
-    <u64 as prost::Message>::decode(bytes)
+fn decode_u64(bytes: &[u8]) -> Result<u64, String> {
+    <u64 as prost::Message>::decode(bytes).map_err(|e| e.to_string())
 }
 
 impl Entity for Counter {
@@ -52,7 +52,7 @@ impl Entity for Counter {
     type Reply = u64;
     type Snapshot = u64;
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    fn decode_state(&self, bytes: &[u8]) -> Result<u64, String> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         decode_u64(bytes)
     }
@@ -62,7 +62,7 @@ impl Entity for Counter {
     fn encode_reply(&self, reply: &u64) -> Vec<u8> {
         prost::Message::encode_to_vec(reply)
     }
-    fn decode_reply(&self, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    fn decode_reply(&self, bytes: &[u8]) -> Result<u64, String> {
         decode_u64(bytes)
     }
     fn snapshot(&self, state: &u64, _version: u64) -> u64 {
@@ -74,7 +74,13 @@ impl Entity for Counter {
     fn missing(&self, key: &str) -> Error {
         Error::NotFound(format!("no counter {key}"))
     }
-    fn handle(&self, state: Option<&u64>, op: Op, _ctx: Ctx) -> Result<Step<u64, u64>, Error> {
+    fn handle(
+        &self,
+        _key: &str,
+        state: Option<&u64>,
+        op: Op,
+        _ctx: Ctx,
+    ) -> Result<Step<u64, u64>, Error> {
         let current = state.copied().unwrap_or(0);
         match op {
             Op::Get => Ok(Step::Read(current)),

@@ -1,0 +1,234 @@
+//! The cart kind: seed 001's shopping `Session` process, as an [`Entity`] of the runtime.
+
+use prost::Message;
+use proto::session::v1 as pb;
+
+use super::convert;
+use crate::{
+    domain::{Cart, Catalog, Ctx as DomainCtx, Money, StartArgs},
+    error::Error,
+    runtime::{Command, Ctx, Entity, SideWrite, Step},
+};
+
+/// Store namespace of orders written by Checkout.
+pub const ORDERS_NAMESPACE: &str = "orders";
+
+/// What a cart actor can be asked.
+#[derive(Debug, Clone)]
+pub enum CartCommand {
+    /// Open the session (or return it unchanged if it exists).
+    Start(StartArgs),
+    /// Read it.
+    Get,
+    /// Add units of a sku.
+    AddItem {
+        /// Product id.
+        sku: String,
+        /// Product name.
+        name: String,
+        /// Units, at least 1.
+        quantity: u32,
+        /// Price of one unit.
+        unit_price: Money,
+        /// Idempotency key.
+        request_id: Option<String>,
+    },
+    /// Remove units of a sku.
+    RemoveItem {
+        /// Product id.
+        sku: String,
+        /// Units, at least 1.
+        quantity: u32,
+        /// Idempotency key.
+        request_id: Option<String>,
+    },
+    /// Apply a catalog code.
+    ApplyDiscount {
+        /// The code.
+        code: String,
+        /// Idempotency key.
+        request_id: Option<String>,
+    },
+    /// Buy.
+    Checkout {
+        /// Idempotency key.
+        request_id: Option<String>,
+    },
+    /// End without buying.
+    End {
+        /// Idempotency key.
+        request_id: Option<String>,
+    },
+}
+
+impl Command for CartCommand {
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Start(_) | Self::Get => None,
+            Self::AddItem { request_id, .. }
+            | Self::RemoveItem { request_id, .. }
+            | Self::ApplyDiscount { request_id, .. }
+            | Self::Checkout { request_id }
+            | Self::End { request_id } => request_id.as_deref(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Start(_) => "start_session",
+            Self::Get => "get_session",
+            Self::AddItem { .. } => "add_item",
+            Self::RemoveItem { .. } => "remove_item",
+            Self::ApplyDiscount { .. } => "apply_discount",
+            Self::Checkout { .. } => "checkout",
+            Self::End { .. } => "end_session",
+        }
+    }
+}
+
+/// What a cart actor answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CartReply {
+    /// The session after the command.
+    Session(pb::Session),
+    /// The order Checkout made.
+    Order(pb::Order),
+}
+
+/// The cart kind's configuration: its discount catalog and log length.
+#[derive(Debug, Clone)]
+pub struct CartEntity {
+    /// Codes ApplyDiscount accepts.
+    pub catalog: Catalog,
+    /// Events kept per cart.
+    pub log_limit: usize,
+}
+
+impl Entity for CartEntity {
+    const KIND: &'static str = "cart";
+    const KEY_FIELD: &'static str = "key";
+    type State = Cart;
+    type Command = CartCommand;
+    type Reply = CartReply;
+    type Snapshot = pb::Session;
+
+    fn decode_state(&self, bytes: &[u8]) -> Result<Cart, String> {
+        let stored = pb::Session::decode(bytes).map_err(|e| e.to_string())?;
+        convert::cart_from_stored(stored)
+    }
+
+    fn encode_state(&self, cart: &Cart) -> Vec<u8> {
+        // The version lives in the store, not in the stored bytes.
+        convert::session(cart, 0).encode_to_vec()
+    }
+
+    fn encode_reply(&self, reply: &CartReply) -> Vec<u8> {
+        // One tag byte tells the two reply messages apart.
+        let (tag, body) = match reply {
+            CartReply::Session(session) => (1u8, session.encode_to_vec()),
+            CartReply::Order(order) => (2u8, order.encode_to_vec()),
+        };
+        let mut bytes = Vec::with_capacity(body.len() + 1);
+        bytes.push(tag);
+        bytes.extend(body);
+        bytes
+    }
+
+    fn decode_reply(&self, bytes: &[u8]) -> Result<CartReply, String> {
+        match bytes.split_first() {
+            Some((1, body)) => pb::Session::decode(body).map(CartReply::Session),
+            Some((2, body)) => pb::Order::decode(body).map(CartReply::Order),
+            _ => return Err("unknown reply tag".into()),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn snapshot(&self, cart: &Cart, version: u64) -> pb::Session {
+        convert::session(cart, version)
+    }
+
+    fn is_final(&self, session: &pb::Session) -> bool {
+        session.status != pb::SessionStatus::Active as i32
+    }
+
+    fn missing(&self, key: &str) -> Error {
+        Error::NotFound(format!(
+            "no shopping session with key {key:?}; start one with StartSession"
+        ))
+    }
+
+    fn handle(
+        &self,
+        key: &str,
+        state: Option<&Cart>,
+        command: CartCommand,
+        ctx: Ctx,
+    ) -> Result<Step<Cart, CartReply>, Error> {
+        let dctx = DomainCtx {
+            now_ms: ctx.now_ms,
+            log_limit: self.log_limit,
+        };
+        let next = ctx.version + 1;
+        let session = |cart: &Cart, version| CartReply::Session(convert::session(cart, version));
+        let write = |cart: Cart| Step::Write {
+            reply: session(&cart, next),
+            state: cart,
+            side_writes: vec![],
+        };
+        if let CartCommand::Start(args) = command {
+            return Ok(match state {
+                Some(cart) => Step::Read(session(cart, ctx.version)),
+                None => write(Cart::start(args, &dctx)?),
+            });
+        }
+        let Some(current) = state else {
+            return Err(self.missing(key));
+        };
+        let mut cart = current.clone();
+        Ok(match command {
+            CartCommand::Start(_) => unreachable!("handled above"),
+            CartCommand::Get => Step::Read(session(current, ctx.version)),
+            CartCommand::AddItem {
+                sku,
+                name,
+                quantity,
+                unit_price,
+                ..
+            } => {
+                cart.add_item(sku, name, quantity, unit_price, &dctx)?;
+                write(cart)
+            }
+            CartCommand::RemoveItem { sku, quantity, .. } => {
+                cart.remove_item(&sku, quantity, &dctx)?;
+                write(cart)
+            }
+            CartCommand::ApplyDiscount { code, .. } => {
+                let discount = self.catalog.lookup(&code)?;
+                if cart.apply_discount(discount, &dctx)? {
+                    write(cart)
+                } else {
+                    Step::Read(session(current, ctx.version))
+                }
+            }
+            CartCommand::Checkout { .. } => {
+                // The order id is the session key: one order per session (checkout is final),
+                // and a retry after a crash between the two writes finds the same record.
+                let order = cart.checkout(cart.key.clone(), &dctx)?;
+                let order = convert::order(&order);
+                Step::Write {
+                    side_writes: vec![SideWrite {
+                        namespace: ORDERS_NAMESPACE.into(),
+                        key: order.order_id.clone(),
+                        value: order.encode_to_vec(),
+                    }],
+                    reply: CartReply::Order(order),
+                    state: cart,
+                }
+            }
+            CartCommand::End { .. } => {
+                cart.end(&dctx)?;
+                write(cart)
+            }
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! The cart kind: seed 001's shopping session as a supervised actor per key.
+//!
+//! - [`entity`]: the [`Entity`](crate::runtime::Entity) implementation over the pure domain.
+//! - [`convert`]: domain ↔ wire (`session.v1.Session` is also the stored form).
+//! - [`service`]: the `session.v1.CartService` handlers.
+
+pub mod convert;
+pub mod entity;
+pub mod service;
+
+pub use entity::{CartCommand, CartEntity, CartReply};
+pub use service::CartApi;

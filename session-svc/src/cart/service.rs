@@ -1,0 +1,206 @@
+//! `session.v1.CartService`: converts requests into cart commands at the edge (all
+//! validation happens here or in the domain), and sends them to the key's actor.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use proto::session::v1::{self as pb, cart_service_server::CartService};
+use store_svc::kit::deadline::Deadline;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{
+    convert,
+    entity::{CartCommand, CartEntity, CartReply},
+};
+use crate::{
+    api::{self, watch},
+    domain::{StartArgs, parse_quantity},
+    error::Error,
+    runtime::{Kind, validate_key},
+};
+
+/// The gRPC face of the cart actors.
+#[derive(Clone)]
+pub struct CartApi {
+    /// The cart actors.
+    carts: Kind<CartEntity>,
+    /// Deadline of requests that did not pass through the deadline layer.
+    default_deadline: Duration,
+}
+
+impl CartApi {
+    /// A service sending to `carts`.
+    pub fn new(carts: Kind<CartEntity>, default_deadline: Duration) -> Self {
+        Self {
+            carts,
+            default_deadline,
+        }
+    }
+
+    async fn session<T>(
+        &self,
+        request: &Request<T>,
+        key: &str,
+        command: CartCommand,
+    ) -> Result<Response<pb::Session>, Status> {
+        match self.call(request, key, command).await? {
+            CartReply::Session(session) => Ok(Response::new(session)),
+            CartReply::Order(_) => Err(Status::internal(
+                "expected a session, the actor answered an order",
+            )),
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        request: &Request<T>,
+        key: &str,
+        command: CartCommand,
+    ) -> Result<CartReply, Error> {
+        let deadline = Deadline::of(request, self.default_deadline);
+        self.carts.call(key, command, deadline).await
+    }
+}
+
+/// A fresh session key: 128 random bits, URL-safe, unguessable.
+fn new_key() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
+#[tonic::async_trait]
+impl CartService for CartApi {
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn start_session(
+        &self,
+        request: Request<pb::StartSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let r = request.get_ref();
+        let key = if r.key.is_empty() {
+            new_key()
+        } else {
+            r.key.clone()
+        };
+        let args = StartArgs {
+            key: key.clone(),
+            domain: r.domain.clone(),
+            landing: r.landing.clone(),
+            ip: r.ip.clone(),
+            member_id: r.member_id.clone(),
+        };
+        self.session(&request, &key, CartCommand::Start(args)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let key = request.get_ref().key.clone();
+        self.session(&request, &key, CartCommand::Get).await
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
+    async fn add_item(
+        &self,
+        request: Request<pb::AddItemRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let r = request.get_ref();
+        validate_key("key", &r.key)?;
+        let command = CartCommand::AddItem {
+            sku: r.sku.clone(),
+            name: r.name.clone(),
+            quantity: parse_quantity(r.quantity).map_err(Error::from)?,
+            unit_price: convert::money("unit_price", r.unit_price.as_ref())?,
+            request_id: api::request_id(r.request_id.clone())?,
+        };
+        let key = r.key.clone();
+        self.session(&request, &key, command).await
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
+    async fn remove_item(
+        &self,
+        request: Request<pb::RemoveItemRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let r = request.get_ref();
+        validate_key("key", &r.key)?;
+        let command = CartCommand::RemoveItem {
+            sku: r.sku.clone(),
+            quantity: parse_quantity(r.quantity).map_err(Error::from)?,
+            request_id: api::request_id(r.request_id.clone())?,
+        };
+        let key = r.key.clone();
+        self.session(&request, &key, command).await
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn apply_discount(
+        &self,
+        request: Request<pb::ApplyDiscountRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let r = request.get_ref();
+        validate_key("key", &r.key)?;
+        // Unknown codes are refused before reaching the actor.
+        self.carts
+            .entity()
+            .catalog
+            .lookup(&r.code)
+            .map_err(Error::from)?;
+        let command = CartCommand::ApplyDiscount {
+            code: r.code.clone(),
+            request_id: api::request_id(r.request_id.clone())?,
+        };
+        let key = r.key.clone();
+        self.session(&request, &key, command).await
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn checkout(
+        &self,
+        request: Request<pb::CheckoutRequest>,
+    ) -> Result<Response<pb::Order>, Status> {
+        let r = request.get_ref();
+        let command = CartCommand::Checkout {
+            request_id: api::request_id(r.request_id.clone())?,
+        };
+        let key = r.key.clone();
+        match self.call(&request, &key, command).await? {
+            CartReply::Order(order) => Ok(Response::new(order)),
+            CartReply::Session(_) => Err(Status::internal(
+                "expected an order, the actor answered a session",
+            )),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let r = request.get_ref();
+        let command = CartCommand::End {
+            request_id: api::request_id(r.request_id.clone())?,
+        };
+        let key = r.key.clone();
+        self.session(&request, &key, command).await
+    }
+
+    type WatchSessionStream = ReceiverStream<Result<pb::Session, Status>>;
+
+    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn watch_session(
+        &self,
+        request: Request<pb::WatchSessionRequest>,
+    ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        let deadline = Deadline::of(&request, self.default_deadline);
+        let (first, changes) = self.carts.watch(&request.get_ref().key, deadline).await?;
+        let entity = self.carts.entity().clone();
+        Ok(Response::new(watch::stream(
+            first,
+            changes,
+            self.carts.closing(),
+            move |session| crate::runtime::Entity::is_final(&entity, session),
+        )))
+    }
+}

@@ -1,0 +1,140 @@
+//! session-svc's settings: every one a flag and an environment variable, read once at start.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use store_svc::kit::{duration, telemetry::LogFormat};
+
+use crate::runtime::Settings;
+
+/// One live, supervised, persistent actor per (kind, key), over gRPC.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "session-svc", version, about)]
+pub struct Config {
+    /// Address the gRPC server listens on (port 0 picks a free one).
+    #[arg(long, env = "SESSION_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Where store-svc listens.
+    #[arg(
+        long,
+        env = "SESSION_STORE_ADDR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub store_addr: String,
+
+    /// Address of the Prometheus `/metrics` endpoint; off when not set.
+    #[arg(long, env = "SESSION_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "SESSION_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Bearer token the AdminService requires; the admin API is refused when unset.
+    #[arg(long, env = "SESSION_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Messages that may wait in one actor's mailbox; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSION_MAILBOX_CAPACITY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub mailbox_capacity: u32,
+
+    /// Deadline of requests that carry no grpc-timeout (GenServer.call's 5 s).
+    #[arg(long, env = "SESSION_DEFAULT_DEADLINE", default_value = "5s", value_parser = duration::parse)]
+    pub default_deadline: Duration,
+
+    /// Idle time after which a cart actor passivates.
+    #[arg(long, env = "SESSION_CART_IDLE_TIMEOUT", default_value = "30m", value_parser = duration::parse)]
+    pub cart_idle_timeout: Duration,
+
+    /// Idle time after which a to-do list actor passivates.
+    #[arg(long, env = "SESSION_TODO_IDLE_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
+    pub todo_idle_timeout: Duration,
+
+    /// Most live actors of all kinds; at the cap the least recently used idle ones passivate.
+    #[arg(long, env = "SESSION_MAX_ACTORS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_actors: u64,
+
+    /// Crashes of one key tolerated within the restart window before it is quarantined.
+    #[arg(long, env = "SESSION_MAX_RESTARTS", default_value_t = 3)]
+    pub max_restarts: u32,
+
+    /// The window over which crashes are counted.
+    #[arg(long, env = "SESSION_RESTART_WINDOW", default_value = "5s", value_parser = duration::parse)]
+    pub restart_window: Duration,
+
+    /// How long a crash-looping key is refused (UNAVAILABLE with RetryInfo).
+    #[arg(long, env = "SESSION_QUARANTINE", default_value = "10s", value_parser = duration::parse)]
+    pub quarantine: Duration,
+
+    /// Idempotent replies remembered per actor (request_id retries).
+    #[arg(long, env = "SESSION_RECENT_REQUESTS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub recent_requests: u32,
+
+    /// Events kept in each cart's log (the oldest are dropped).
+    #[arg(long, env = "SESSION_LOG_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub log_limit: u32,
+
+    /// Discount catalog: CODE=N% or CODE=MINOR_UNITS, comma separated.
+    #[arg(
+        long,
+        env = "SESSION_DISCOUNTS",
+        default_value = "SAVE10=10%,WELCOME5=500"
+    )]
+    pub discounts: String,
+
+    /// How long a SIGTERM may take: drain requests and mailboxes, exit.
+    #[arg(long, env = "SESSION_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
+    pub grace_period: Duration,
+}
+
+impl Config {
+    /// The runtime settings of a kind whose actors passivate after `idle_timeout`.
+    pub fn runtime_settings(&self, idle_timeout: Duration) -> Settings {
+        Settings {
+            mailbox_capacity: self.mailbox_capacity as usize,
+            idle_timeout,
+            max_restarts: self.max_restarts,
+            restart_window: self.restart_window,
+            quarantine: self.quarantine,
+            recent_requests: self.recent_requests as usize,
+            ..Settings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::try_parse_from(["session-svc"]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(config.store_addr, "http://127.0.0.1:50052");
+        assert_eq!(config.mailbox_capacity, 64);
+        assert_eq!(config.cart_idle_timeout, Duration::from_secs(1800));
+        assert_eq!(config.todo_idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.default_deadline, Duration::from_secs(5));
+        assert_eq!(config.admin_token, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            ["--mailbox-capacity", "0"],
+            ["--cart-idle-timeout", "30"],
+            ["--listen", "localhost"],
+            ["--max-actors", "0"],
+        ] {
+            assert!(
+                Config::try_parse_from(["session-svc", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
