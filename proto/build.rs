@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "session/v1/cart.proto",
     "session/v1/todo.proto",
     "session/v1/record.proto",
+    "session/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

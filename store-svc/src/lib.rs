@@ -105,7 +105,8 @@ impl StoreServer {
         let decode_limit = (2 * max_value + ENVELOPE_BYTES).max(4 * 1024 * 1024);
         let store = StoreServiceServer::new(api).max_decoding_message_size(decode_limit);
 
-        let (routes, health) = kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET])?;
+        let (routes, health) =
+            kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &[SERVICE_NAME])?;
         health
             .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
             .await;

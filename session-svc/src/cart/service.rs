@@ -199,7 +199,7 @@ impl CartService for CartApi {
         Ok(Response::new(watch::stream(
             first,
             changes,
-            self.carts.closing(),
+            self.carts.draining(),
             move |session| crate::runtime::Entity::is_final(&entity, session),
         )))
     }

@@ -111,8 +111,10 @@ pub(super) struct Inner<E: Entity> {
     pub actors: Arc<Actors>,
     /// This kind's actors.
     map: Sharded<Slot<E>>,
-    /// Set when the server drains: no new activations; watch streams end.
-    closing: watch::Sender<bool>,
+    /// Set when the server starts draining: watch streams end.
+    draining: watch::Sender<bool>,
+    /// Set after the drain: no new activations, mailboxes closed.
+    closed: AtomicBool,
 }
 
 /// The live actors of one kind. Cheap to clone; every clone is the same registry.
@@ -138,7 +140,8 @@ impl<E: Entity> Kind<E> {
                 settings,
                 actors: actors.clone(),
                 map: Sharded::default(),
-                closing: watch::channel(false).0,
+                draining: watch::channel(false).0,
+                closed: AtomicBool::new(false),
             }),
         };
         actors.register(Arc::new(kind.clone()));
@@ -177,15 +180,22 @@ impl<E: Entity> Kind<E> {
         self.wait(key, answer, deadline).await?
     }
 
-    /// Resolves when the server starts draining (watch streams end then).
-    pub fn closing(&self) -> watch::Receiver<bool> {
-        self.inner.closing.subscribe()
+    /// Turns true when the server starts draining (watch streams end then).
+    pub fn draining(&self) -> watch::Receiver<bool> {
+        self.inner.draining.subscribe()
+    }
+
+    /// Starts the drain: watch streams end, so that in-flight requests can finish.
+    pub fn begin_drain(&self) {
+        self.inner.draining.send_replace(true);
     }
 
     /// Stops every actor: no new activations, waiting messages answered UNAVAILABLE.
-    /// Called after the gRPC server stopped accepting and finished in-flight requests.
+    /// Called after the gRPC server stopped accepting and finished in-flight requests; the
+    /// state of every actor is already durable, so nothing else needs saving.
     pub fn close(&self) {
-        self.inner.closing.send_replace(true);
+        self.begin_drain();
+        self.inner.closed.store(true, Ordering::Release);
         self.inner.map.for_each(|_, slot| {
             if let Slot::Live(cell) = slot {
                 for envelope in cell.mailbox.close() {
@@ -242,7 +252,7 @@ impl<E: Entity> Kind<E> {
     }
 
     fn get_or_activate(&self, key: &str) -> Result<Arc<Cell<E>>, Error> {
-        if *self.inner.closing.borrow() {
+        if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
         let actors = &self.inner.actors;

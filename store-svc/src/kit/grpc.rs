@@ -12,17 +12,24 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use super::deadline::DeadlineLayer;
 
 /// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
-/// any age can list and call) over the given encoded descriptor sets. The health reporter
-/// starts with the overall service `""` SERVING; callers add their own services' status.
+/// any age can list and call) over the given encoded descriptor sets, listing only
+/// `service_names` and the health service: the descriptor sets describe both servers, and a
+/// client must not be shown a service this server does not run. The health reporter starts
+/// with the overall service `""` SERVING; callers add their own services' status.
 pub fn base_routes(
     descriptor_sets: &[&'static [u8]],
+    service_names: &[&str],
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let reflection = || {
-        descriptor_sets.iter().fold(
+        let builder = descriptor_sets.iter().fold(
             tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health"),
             |builder, set| builder.register_encoded_file_descriptor_set(set),
-        )
+        );
+        service_names
+            .iter()
+            .fold(builder, |builder, name| builder.with_service_name(*name))
     };
     let (reporter, health) = tonic_health::server::health_reporter();
     let routes = Routes::new(health)

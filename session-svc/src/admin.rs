@@ -1,0 +1,242 @@
+//! `session.v1.AdminService`: the observer. Lists, inspects and kills actors through the
+//! cross-kind registry view; guarded by a bearer token checked in an interceptor.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use proto::session::v1::{self as pb, admin_service_server::AdminService};
+use tonic::{Request, Response, Status, service::Interceptor};
+
+use crate::{
+    error::Error,
+    runtime::{ActorInfo, ActorStatus, Actors},
+};
+
+/// Default and largest page of ListActors.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+
+/// Checks `authorization: Bearer <token>` against the configured admin token.
+#[derive(Clone)]
+pub struct AdminAuth {
+    /// The expected token; `None` refuses every admin call.
+    token: Option<Arc<str>>,
+}
+
+impl AdminAuth {
+    /// Guards the admin API with `token` (none: admin disabled).
+    pub fn new(token: Option<String>) -> Self {
+        Self {
+            token: token.filter(|t| !t.is_empty()).map(Into::into),
+        }
+    }
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Err(Status::permission_denied(
+                "the admin API is disabled: start session-svc with --admin-token",
+            ));
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compare every byte whatever the first difference, so timing does not leak a prefix.
+        let matches = presented.is_some_and(|p| {
+            p.len() == expected.len()
+                && p.bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if matches {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "send the header `authorization: Bearer <admin token>`",
+            ))
+        }
+    }
+}
+
+/// The admin service over every kind's actors.
+#[derive(Clone)]
+pub struct AdminApi {
+    /// The cross-kind view.
+    actors: Arc<Actors>,
+}
+
+impl AdminApi {
+    /// Admin over `actors`.
+    pub fn new(actors: Arc<Actors>) -> Self {
+        Self { actors }
+    }
+}
+
+fn wire(info: &ActorInfo) -> pb::Actor {
+    pb::Actor {
+        kind: info.kind.to_string(),
+        key: info.key.to_string(),
+        status: match info.status {
+            ActorStatus::Live => pb::ActorStatus::Live,
+            ActorStatus::Quarantined => pb::ActorStatus::Quarantined,
+        } as i32,
+        mailbox_len: u32::try_from(info.mailbox_len).unwrap_or(u32::MAX),
+        idle: prost_types::Duration::try_from(info.idle_for).ok(),
+        restarts: info.restarts,
+    }
+}
+
+fn page_token(kind: &str, key: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}\0{key}"))
+}
+
+fn parse_page_token(token: &str) -> Result<Option<(String, String)>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Error::invalid("page_token", "is not a token this server issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (kind, key) = text.split_once('\0').ok_or_else(bad)?;
+    Ok(Some((kind.to_string(), key.to_string())))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn list_actors(
+        &self,
+        request: Request<pb::ListActorsRequest>,
+    ) -> Result<Response<pb::ListActorsResponse>, Status> {
+        let r = request.into_inner();
+        let size = match r.page_size {
+            0 => DEFAULT_PAGE,
+            n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
+            n => (n as usize).min(MAX_PAGE),
+        };
+        let status = pb::ActorStatus::try_from(r.status)
+            .map_err(|_| Error::invalid("status", format!("unknown status {}", r.status)))?;
+        let after = parse_page_token(&r.page_token)?;
+        let mut actors: Vec<ActorInfo> = self
+            .actors
+            .list()
+            .into_iter()
+            .filter(|a| r.kind.is_empty() || a.kind == r.kind)
+            .filter(|a| match status {
+                pb::ActorStatus::Unspecified => true,
+                pb::ActorStatus::Live => a.status == ActorStatus::Live,
+                pb::ActorStatus::Quarantined => a.status == ActorStatus::Quarantined,
+            })
+            .filter(|a| {
+                after
+                    .as_ref()
+                    .is_none_or(|(kind, key)| (a.kind, &*a.key) > (kind.as_str(), key.as_str()))
+            })
+            .collect();
+        actors.sort_unstable_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+        let more = actors.len() > size;
+        actors.truncate(size);
+        let next_page_token = match actors.last() {
+            Some(last) if more => page_token(last.kind, &last.key),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListActorsResponse {
+            actors: actors.iter().map(wire).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_actor(
+        &self,
+        request: Request<pb::GetActorRequest>,
+    ) -> Result<Response<pb::Actor>, Status> {
+        let r = request.into_inner();
+        self.actors
+            .list()
+            .iter()
+            .find(|a| a.kind == r.kind && *a.key == *r.key)
+            .map(|a| Response::new(wire(a)))
+            .ok_or_else(|| Error::NotFound(format!("no actor {}/{}", r.kind, r.key)).into())
+    }
+
+    async fn kill_actor(
+        &self,
+        request: Request<pb::KillActorRequest>,
+    ) -> Result<Response<pb::KillActorResponse>, Status> {
+        let r = request.into_inner();
+        if self.actors.kill(&r.kind, &r.key) {
+            tracing::warn!(kind = %r.kind, key = %r.key, "actor killed by admin");
+            Ok(Response::new(pb::KillActorResponse {}))
+        } else {
+            Err(Error::NotFound(format!("no live actor {}/{}", r.kind, r.key)).into())
+        }
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        let mut live_by_kind = BTreeMap::<String, u64>::new();
+        let mut quarantined = 0;
+        for actor in self.actors.list() {
+            match actor.status {
+                ActorStatus::Live => *live_by_kind.entry(actor.kind.to_string()).or_default() += 1,
+                ActorStatus::Quarantined => quarantined += 1,
+            }
+        }
+        Ok(Response::new(pb::Stats {
+            live_actors: self.actors.live() as u64,
+            max_actors: self.actors.max() as u64,
+            live_by_kind: live_by_kind.into_iter().collect(),
+            quarantined,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(auth: &mut AdminAuth, header: Option<&str>) -> Result<(), tonic::Code> {
+        let mut request = Request::new(());
+        if let Some(value) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+        }
+        auth.call(request).map(drop).map_err(|s| s.code())
+    }
+
+    #[test]
+    fn admin_calls_need_the_configured_bearer_token() {
+        let mut auth = AdminAuth::new(Some("s3cret".into()));
+        assert_eq!(call(&mut auth, Some("Bearer s3cret")), Ok(()));
+        assert_eq!(
+            call(&mut auth, Some("Bearer s3cre")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&mut auth, Some("s3cret")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(call(&mut auth, None), Err(tonic::Code::Unauthenticated));
+        let mut disabled = AdminAuth::new(None);
+        assert_eq!(
+            call(&mut disabled, Some("Bearer x")),
+            Err(tonic::Code::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_invalid() {
+        let token = page_token("cart", "k1");
+        assert_eq!(
+            parse_page_token(&token).unwrap(),
+            Some(("cart".into(), "k1".into()))
+        );
+        assert!(parse_page_token("!!!").is_err());
+    }
+}

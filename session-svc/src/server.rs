@@ -1,0 +1,158 @@
+//! Assembling session-svc: the store client, the actor kinds, the gRPC services, the drain.
+
+use std::{future::Future, sync::Arc};
+
+use proto::session::v1::{
+    admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
+    todo_service_server::TodoServiceServer,
+};
+use store_svc::kit;
+use tokio::net::TcpListener;
+
+use crate::{
+    admin::{AdminApi, AdminAuth},
+    cart::{CartApi, CartEntity},
+    config::Config,
+    domain::Catalog,
+    metrics::SessionMetrics,
+    runtime::{Actors, Kind, Store},
+    todo::{TodoApi, TodoEntity},
+};
+
+/// Full names of the services, as health checks and reflection know them.
+pub const SERVICE_NAMES: [&str; 3] = [
+    "session.v1.CartService",
+    "session.v1.TodoService",
+    "session.v1.AdminService",
+];
+
+/// A configured session-svc, ready to serve.
+pub struct SessionServer {
+    /// The settings it was built from.
+    config: Config,
+    /// Every kind's actors: cap, eviction, admin.
+    actors: Arc<Actors>,
+    /// Shopping sessions.
+    carts: Kind<CartEntity>,
+    /// To-do lists.
+    todos: Kind<TodoEntity>,
+}
+
+impl SessionServer {
+    /// Builds the runtime from `config`. Fails with a message naming the bad setting.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let catalog = Catalog::parse(&config.discounts)
+            .map_err(|e| anyhow::anyhow!("--discounts / SESSION_DISCOUNTS: {e}"))?;
+        let store = Store::connect_lazy(&config.store_addr)
+            .map_err(|e| anyhow::anyhow!("--store-addr / SESSION_STORE_ADDR: {e}"))?;
+        Ok(Self::with_store(config, catalog, store))
+    }
+
+    /// Builds the runtime over a given store (the in-memory one in benchmarks).
+    pub fn with_store(config: Config, catalog: Catalog, store: Store) -> Self {
+        let actors = Actors::new(config.max_actors as usize);
+        let carts = Kind::new(
+            CartEntity {
+                catalog,
+                log_limit: config.log_limit as usize,
+            },
+            store.clone(),
+            config.runtime_settings(config.cart_idle_timeout),
+            actors.clone(),
+        );
+        let todos = Kind::new(
+            TodoEntity,
+            store,
+            config.runtime_settings(config.todo_idle_timeout),
+            actors.clone(),
+        );
+        Self {
+            config,
+            actors,
+            carts,
+            todos,
+        }
+    }
+
+    /// The cart actors (for in-process benchmarks).
+    pub fn carts(&self) -> &Kind<CartEntity> {
+        &self.carts
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains: health NOT_SERVING,
+    /// watch streams end, the listener closes, in-flight requests finish, actors stop.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let Self {
+            config,
+            actors,
+            carts,
+            todos,
+        } = self;
+        let deadline = config.default_deadline;
+        let (routes, health) =
+            kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &SERVICE_NAMES)?;
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let routes = routes
+            .add_service(CartServiceServer::new(CartApi::new(
+                carts.clone(),
+                deadline,
+            )))
+            .add_service(TodoServiceServer::new(TodoApi::new(
+                todos.clone(),
+                deadline,
+            )))
+            .add_service(AdminServiceServer::with_interceptor(
+                AdminApi::new(actors.clone()),
+                AdminAuth::new(config.admin_token.clone()),
+            ));
+
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(());
+        if let Some(addr) = config.metrics_listen {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+            let mut stopped = metrics_stopped.clone();
+            tokio::spawn(kit::metrics::serve(
+                metrics_listener,
+                Arc::new(SessionMetrics::new(actors.clone())),
+                async move {
+                    let _ = stopped.changed().await;
+                },
+            ));
+        }
+
+        tracing::info!(addr = %listener.local_addr()?, store = %config.store_addr, "session-svc serving");
+        let drain = {
+            let (carts, todos) = (carts.clone(), todos.clone());
+            async move {
+                shutdown.await;
+                carts.begin_drain();
+                todos.begin_drain();
+            }
+        };
+        let served = kit::grpc::serve(
+            routes,
+            listener,
+            deadline,
+            health,
+            &SERVICE_NAMES,
+            drain,
+            config.grace_period,
+        )
+        .await;
+        carts.close();
+        todos.close();
+        let _ = stop_metrics.send(());
+        served?;
+        tracing::info!(live_actors = actors.live(), "session-svc stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,11 @@
+//! The to-do kind: seed 004's to-do lists, one supervised actor per list name.
+//!
+//! - [`entity`]: the [`Entity`](crate::runtime::Entity) over the pure `TodoList`; stored as
+//!   `session.v1.TodoList`.
+//! - [`service`]: the `session.v1.TodoService` handlers.
+
+pub mod entity;
+pub mod service;
+
+pub use entity::{TodoCommand, TodoEntity, TodoReply};
+pub use service::TodoApi;
