@@ -5,7 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use store_svc::kit::{duration, telemetry::LogFormat};
 
-use crate::runtime::Settings;
+use crate::{domain::discount::DEFAULT_CATALOG, runtime::Settings};
 
 /// One live, supervised, persistent actor per (kind, key), over gRPC.
 #[derive(Debug, Clone, Parser)]
