@@ -83,7 +83,7 @@ pub struct Config {
     #[arg(
         long,
         env = "SESSION_DISCOUNTS",
-        default_value = "SAVE10=10%,WELCOME5=500"
+        default_value = DEFAULT_CATALOG
     )]
     pub discounts: String,
 

@@ -19,6 +19,7 @@
 
 pub mod grpcurl;
 pub mod ledger;
+pub mod load;
 pub mod process;
 pub mod raw_channel;
 pub mod status;
