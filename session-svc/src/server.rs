@@ -114,20 +114,8 @@ impl SessionServer {
                 AdminAuth::new(config.admin_token.clone()),
             ));
 
-        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(());
-        if let Some(addr) = config.metrics_listen {
-            let metrics_listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-            let mut stopped = metrics_stopped.clone();
-            tokio::spawn(kit::metrics::serve(
-                metrics_listener,
-                Arc::new(SessionMetrics::new(actors.clone())),
-                async move {
-                    let _ = stopped.changed().await;
-                },
-            ));
-        }
+        let render = Arc::new(SessionMetrics::new(actors.clone()));
+        let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
 
         tracing::info!(addr = %listener.local_addr()?, store = %config.store_addr, "session-svc serving");
         let drain = {
@@ -150,7 +138,6 @@ impl SessionServer {
         .await;
         carts.close();
         todos.close();
-        let _ = stop_metrics.send(());
         served?;
         tracing::info!(live_actors = actors.live(), "session-svc stopped");
         Ok(())

@@ -112,17 +112,8 @@ impl StoreServer {
             .await;
         let routes = routes.add_service(store);
 
-        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(());
-        if let Some(addr) = config.metrics_listen {
-            let metrics_listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-            let mut stopped = metrics_stopped.clone();
-            let render = Arc::new(metrics::StoreMetrics::new(writer.clone()));
-            tokio::spawn(kit::metrics::serve(metrics_listener, render, async move {
-                let _ = stopped.changed().await;
-            }));
-        }
+        let render = Arc::new(metrics::StoreMetrics::new(writer.clone()));
+        let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
         drop(writer);
 
         tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "store-svc serving");
@@ -144,7 +135,6 @@ impl StoreServer {
         {
             tracing::error!("the writer did not finish within the grace period");
         }
-        let _ = stop_metrics.send(());
         served?;
         tracing::info!("store-svc stopped");
         Ok(())

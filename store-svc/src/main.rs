@@ -1,60 +1,25 @@
-//! The store-svc binary: read the configuration, install logging, open the
-//! database, bind, say where it listens, serve until SIGTERM or SIGINT.
+//! The store-svc binary: read the configuration, install logging, open the database, bind,
+//! say where it listens, serve until SIGTERM or SIGINT.
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use store_svc::{Config, StoreServer, kit};
-
-/// Exit code for a bad configuration (EX_USAGE), so orchestrators can tell it from a crash.
-const EX_USAGE: u8 = 64;
+use store_svc::{Config, StoreServer, kit, kit::cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config: Config = match cli::parse() {
         Ok(config) => config,
-        Err(error) if !error.use_stderr() => {
-            let _ = error.print(); // --help or --version
-            return ExitCode::SUCCESS;
-        }
-        Err(error) => {
-            let _ = error.print();
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(code) => return code,
     };
     kit::telemetry::init(config.log_format);
     let listen = config.listen;
     let server = match StoreServer::open(config) {
         Ok(server) => server,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return cli::exit_code(Err(error)),
     };
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(addr = %listen, %error, "cannot listen");
-            return ExitCode::from(EX_USAGE);
-        }
+    let (listener, shutdown) = match cli::bind_and_announce(listen).await {
+        Ok(bound) => bound,
+        Err(code) => return code,
     };
-    let shutdown = match kit::shutdown::signal_received() {
-        Ok(shutdown) => shutdown,
-        Err(error) => {
-            tracing::error!(%error, "cannot install the signal handlers");
-            return ExitCode::FAILURE;
-        }
-    };
-    match listener.local_addr() {
-        // Scripts and tests read this line to learn the port when --listen ends in :0.
-        Ok(addr) => println!("listening on {addr}"),
-        Err(error) => tracing::warn!(%error, "cannot read the bound address"),
-    }
-    match server.serve(listener, shutdown).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::exit_code(server.serve(listener, shutdown).await)
 }

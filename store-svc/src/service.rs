@@ -74,7 +74,7 @@ impl StoreApi {
 
 #[tonic::async_trait]
 impl StoreService for StoreApi {
-    #[tracing::instrument(skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let deadline = Deadline::of(&request, self.default_deadline);
         let GetRequest { namespace, key } = request.into_inner();
@@ -93,7 +93,7 @@ impl StoreService for StoreApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let deadline = Deadline::of(&request, self.default_deadline);
         let PutRequest {
@@ -115,7 +115,7 @@ impl StoreService for StoreApi {
         Ok(Response::new(PutResponse { version }))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
@@ -138,7 +138,7 @@ impl StoreService for StoreApi {
         Ok(Response::new(DeleteResponse {}))
     }
 
-    #[tracing::instrument(skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let deadline = Deadline::of(&request, self.default_deadline);
         let ScanRequest {

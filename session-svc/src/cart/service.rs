@@ -70,7 +70,7 @@ fn new_key() -> String {
 
 #[tonic::async_trait]
 impl CartService for CartApi {
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn start_session(
         &self,
         request: Request<pb::StartSessionRequest>,
@@ -91,7 +91,7 @@ impl CartService for CartApi {
         self.session(&request, &key, CartCommand::Start(args)).await
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn get_session(
         &self,
         request: Request<pb::GetSessionRequest>,
@@ -100,7 +100,7 @@ impl CartService for CartApi {
         self.session(&request, &key, CartCommand::Get).await
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
     async fn add_item(
         &self,
         request: Request<pb::AddItemRequest>,
@@ -118,7 +118,7 @@ impl CartService for CartApi {
         self.session(&request, &key, command).await
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
     async fn remove_item(
         &self,
         request: Request<pb::RemoveItemRequest>,
@@ -134,7 +134,7 @@ impl CartService for CartApi {
         self.session(&request, &key, command).await
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn apply_discount(
         &self,
         request: Request<pb::ApplyDiscountRequest>,
@@ -155,7 +155,7 @@ impl CartService for CartApi {
         self.session(&request, &key, command).await
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn checkout(
         &self,
         request: Request<pb::CheckoutRequest>,
@@ -173,7 +173,7 @@ impl CartService for CartApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn end_session(
         &self,
         request: Request<pb::EndSessionRequest>,
@@ -188,7 +188,7 @@ impl CartService for CartApi {
 
     type WatchSessionStream = ReceiverStream<Result<pb::Session, Status>>;
 
-    #[tracing::instrument(skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
     async fn watch_session(
         &self,
         request: Request<pb::WatchSessionRequest>,

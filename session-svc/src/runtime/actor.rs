@@ -45,48 +45,32 @@ struct Actor<E: Entity> {
     /// `None` until loaded, and again after anything that leaves the durable state unknown
     /// (a crash, a failed or conflicting write): the next message reloads it.
     loaded: Option<Loaded<E>>,
-    /// Watchers of this key, made on first watch.
-    watchers: Option<broadcast::Sender<E::Snapshot>>,
     /// Times of recent crashes, for the restart intensity.
     crashes: VecDeque<Instant>,
 }
 
-/// Runs the actor of `key` until it passivates, is evicted, quarantined or shut down.
+/// Runs the actor of `key` until its mailbox closes: passivated or evicted (by the registry's
+/// sweeper, when idle), quarantined, or shut down.
 pub(super) async fn run<E: Entity>(kind: Kind<E>, key: Arc<str>, cell: Arc<Cell<E>>) {
-    let span = tracing::info_span!("actor", kind = E::KIND, key = %key);
     Actor {
         kind,
         key,
         cell,
         loaded: None,
-        watchers: None,
         crashes: VecDeque::new(),
     }
     .run()
-    .instrument(span)
     .await;
 }
 
 impl<E: Entity> Actor<E> {
     async fn run(mut self) {
-        let idle_timeout = self.kind.inner.settings.idle_timeout;
-        loop {
-            let next = tokio::select! {
-                biased;
-                envelope = self.cell.mailbox.recv() => envelope,
-                () = tokio::time::sleep(idle_timeout) => {
-                    if self.passivate() {
-                        tracing::debug!("passivated after {idle_timeout:?} idle");
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let Some(envelope) = next else {
-                // Closed by eviction or shutdown; whoever closed it released the slot.
-                return;
-            };
-            let handled = CatchUnwind::new(self.handle(envelope)).await;
+        // An idle actor is parked here and owns no timer: idleness is the sweeper's business,
+        // which keeps a million idle actors cheap.
+        while let Some(envelope) = self.cell.mailbox.recv().await {
+            // A span per message rather than per actor: an idle actor then holds no span.
+            let span = tracing::debug_span!("actor", kind = E::KIND, key = %self.key);
+            let handled = CatchUnwind::new(self.handle(envelope).instrument(span)).await;
             self.cell
                 .last_used
                 .store(self.kind.inner.actors.now_tick(), Ordering::Relaxed);
@@ -96,16 +80,6 @@ impl<E: Entity> Actor<E> {
                 return;
             }
         }
-    }
-
-    /// Stops if idle and unwatched; false if a message arrived or someone watches.
-    fn passivate(&mut self) -> bool {
-        self.prune_watchers();
-        if self.watchers.is_some() || !self.cell.mailbox.close_if_idle() {
-            return false;
-        }
-        self.kind.remove(&self.key, self.cell.id);
-        true
     }
 
     /// After a crash: discard the state (the next message reloads it), or quarantine the key
@@ -164,6 +138,10 @@ impl<E: Entity> Actor<E> {
             }
             Msg::Watch(reply) => {
                 let result = self.subscribe(deadline).await;
+                let _ = reply.send(result);
+            }
+            Msg::Activate(reply) => {
+                let result = self.load(deadline).await;
                 let _ = reply.send(result);
             }
             Msg::Crash => panic!("crashed on purpose by KillActor"),
@@ -307,31 +285,21 @@ impl<E: Entity> Actor<E> {
             return Err(entity.missing(&self.key));
         };
         let snapshot = entity.snapshot(state, loaded.version);
-        let sender = self
-            .watchers
-            .get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0);
-        self.cell.watched.store(true, Ordering::Relaxed);
+        let mut watchers = self.cell.watchers();
+        let sender = watchers.get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0);
         Ok((snapshot, sender.subscribe()))
     }
 
     /// Sends the new state to watchers; never waits for them (a slow one skips ahead).
     fn publish(&mut self) {
-        self.prune_watchers();
-        if let (Some(sender), Some(loaded)) = (&self.watchers, &self.loaded)
+        let mut watchers = self.cell.watchers();
+        if watchers.as_ref().is_some_and(|s| s.receiver_count() == 0) {
+            *watchers = None;
+        }
+        if let (Some(sender), Some(loaded)) = (watchers.as_ref(), &self.loaded)
             && let Some(state) = &loaded.state
         {
             let _ = sender.send(self.kind.inner.entity.snapshot(state, loaded.version));
-        }
-    }
-
-    fn prune_watchers(&mut self) {
-        if self
-            .watchers
-            .as_ref()
-            .is_some_and(|sender| sender.receiver_count() == 0)
-        {
-            self.watchers = None;
-            self.cell.watched.store(false, Ordering::Relaxed);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
@@ -24,27 +24,15 @@ use super::{
 };
 use crate::error::Error;
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
-
-/// A key is 1 to 256 bytes of UTF-8 with no control characters. `field` names it in errors.
+/// A key is 1 to 256 bytes of UTF-8 with no control characters: the store's key rule, so
+/// every key an actor accepts can be stored. `field` names it in errors (`key`, `list`).
 pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
-    if key.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Error::invalid(
-            field,
-            format!(
-                "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
-                key.len()
-            ),
-        ));
-    }
-    if key.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
-    }
-    Ok(())
+    store_svc::validate::key(key).map_err(|error| match error {
+        store_svc::error::Error::InvalidArgument { description, .. } => {
+            Error::invalid(field, description)
+        }
+        other => Error::invalid(field, other.to_string()),
+    })
 }
 
 /// What a message asks of an actor.
@@ -55,6 +43,8 @@ pub(super) enum Msg<E: Entity> {
     Cast(E::Command),
     /// Subscribe to changes: the current snapshot and a receiver of the next ones.
     Watch(oneshot::Sender<Result<Subscription<E>, Error>>),
+    /// Load the state and answer (prewarming; the activation benchmark).
+    Activate(oneshot::Sender<Result<(), Error>>),
     /// Crash on purpose (admin KillActor): exercises the real supervision path.
     Crash,
 }
@@ -83,8 +73,28 @@ pub(super) struct Cell<E: Entity> {
     pub last_used: AtomicU64,
     /// Crashes of this activation, for the admin API.
     pub restarts: AtomicU32,
-    /// Someone is watching: never passivate or evict (the stream would end).
-    pub watched: AtomicBool,
+    /// Watchers of this key, made on first watch. Here rather than in the actor so that the
+    /// sweeper and the evictor can see whether anyone still watches.
+    pub watchers: Mutex<Option<broadcast::Sender<E::Snapshot>>>,
+}
+
+impl<E: Entity> Cell<E> {
+    /// The watchers' sender, locked.
+    pub fn watchers(&self) -> MutexGuard<'_, Option<broadcast::Sender<E::Snapshot>>> {
+        self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True while a watch stream is open: such an actor is never passivated or evicted.
+    fn watched(&self) -> bool {
+        self.watchers()
+            .as_ref()
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
+    /// Closes the mailbox if the actor is idle and unwatched; true if it did.
+    fn close_if_idle(&self) -> bool {
+        !self.watched() && self.mailbox.close_if_idle()
+    }
 }
 
 /// A registry entry.
@@ -145,7 +155,32 @@ impl<E: Entity> Kind<E> {
             }),
         };
         actors.register(Arc::new(kind.clone()));
+        tokio::spawn(sweep(Arc::downgrade(&kind.inner)));
         kind
+    }
+
+    /// Passivates every actor idle for the idle timeout (and unwatched), and forgets ended
+    /// quarantines. Returns how many actors stopped.
+    pub fn sweep(&self) -> usize {
+        let inner = &self.inner;
+        let now = inner.actors.now_tick();
+        let idle_ms = u64::try_from(inner.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+        let instant = Instant::now();
+        let mut stopped = 0;
+        inner.map.retain(|_, slot| match slot {
+            Slot::Live(cell) => {
+                let idle_for = now.saturating_sub(cell.last_used.load(Ordering::Relaxed));
+                if idle_for >= idle_ms && cell.close_if_idle() {
+                    inner.actors.release();
+                    stopped += 1;
+                    false
+                } else {
+                    true
+                }
+            }
+            Slot::Quarantined { until, .. } => *until > instant,
+        });
+        stopped
     }
 
     /// The entity behind this kind.
@@ -171,6 +206,13 @@ impl<E: Entity> Kind<E> {
     /// refuses), and the message is dropped if not run by `deadline`.
     pub fn cast(&self, key: &str, command: E::Command, deadline: Deadline) -> Result<(), Error> {
         self.send(key, Msg::Cast(command), deadline)
+    }
+
+    /// Makes the actor of `key` live with its state loaded, without running a command.
+    pub async fn activate(&self, key: &str, deadline: Deadline) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(key, Msg::Activate(reply), deadline)?;
+        self.wait(key, answer, deadline).await?
     }
 
     /// The current snapshot of `key` and a receiver of every later one.
@@ -279,7 +321,7 @@ impl<E: Entity> Kind<E> {
             mailbox: Mailbox::new(self.inner.settings.mailbox_capacity),
             last_used: AtomicU64::new(actors.now_tick()),
             restarts: AtomicU32::new(0),
-            watched: AtomicBool::new(false),
+            watchers: Mutex::new(None),
         });
         let key: Arc<str> = key.into();
         shard.insert(key.clone(), Slot::Live(cell.clone()));
@@ -349,6 +391,25 @@ impl<E: Entity> Kind<E> {
     }
 }
 
+/// Sweeps `inner`'s actors for idleness a few times per idle timeout, until the kind is gone.
+async fn sweep<E: Entity>(inner: Weak<Inner<E>>) {
+    let period = match inner.upgrade() {
+        Some(inner) => (inner.settings.idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(60)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let stopped = Kind { inner }.sweep();
+        if stopped > 0 {
+            tracing::debug!(kind = E::KIND, stopped, "passivated idle actors");
+        }
+    }
+}
+
 impl<E: Entity> Envelope<E> {
     /// Answers the sender with `error` without running the message.
     pub(super) fn refuse(self, error: Error) {
@@ -357,6 +418,9 @@ impl<E: Entity> Envelope<E> {
                 let _ = reply.send(Err(error));
             }
             Msg::Watch(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Msg::Activate(reply) => {
                 let _ = reply.send(Err(error));
             }
             Msg::Cast(_) | Msg::Crash => {}
@@ -373,8 +437,8 @@ impl<E: Entity> Table for Kind<E> {
         let table = self.table_index();
         self.inner.map.for_each(|key, slot| {
             if let Slot::Live(cell) = slot
-                && !cell.watched.load(Ordering::Relaxed)
                 && cell.mailbox.is_idle()
+                && !cell.watched()
             {
                 out.push(Candidate {
                     last_used: cell.last_used.load(Ordering::Relaxed),
@@ -389,9 +453,7 @@ impl<E: Entity> Table for Kind<E> {
     fn evict(&self, candidate: &Candidate) -> bool {
         let mut shard = self.inner.map.shard(&candidate.key);
         let evicted = match shard.get(&candidate.key) {
-            Some(Slot::Live(cell)) if cell.id == candidate.id => {
-                !cell.watched.load(Ordering::Relaxed) && cell.mailbox.close_if_idle()
-            }
+            Some(Slot::Live(cell)) if cell.id == candidate.id => cell.close_if_idle(),
             _ => false,
         };
         if evicted {

@@ -240,6 +240,14 @@ impl<V> Sharded<V> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Keeps only the entries for which `keep` is true, one shard locked at a time.
+    pub fn retain(&self, mut keep: impl FnMut(&Arc<str>, &V) -> bool) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.retain(|key, value| keep(key, value));
+        }
+    }
+
     /// Visits every entry, one shard locked at a time.
     pub fn for_each(&self, mut visit: impl FnMut(&Arc<str>, &V)) {
         for shard in self.shards.iter() {

@@ -111,15 +111,7 @@ impl Store {
             Backend::Remote(client) => client.clone(),
             Backend::Memory(map) => {
                 expired(deadline)?;
-                let mut map = lock(map);
-                let slot = (namespace.to_string(), key.to_string());
-                let current = map.get(&slot).map_or(0, |s| s.version);
-                if current != expected_version {
-                    return Err(conflict(expected_version, current));
-                }
-                let version = current + 1;
-                map.insert(slot, Stored { value, version });
-                return Ok(version);
+                return memory_write(map, namespace, key, expected_version, Some(value));
             }
         };
         let request = PutRequest {
@@ -146,14 +138,7 @@ impl Store {
             Backend::Remote(client) => client.clone(),
             Backend::Memory(map) => {
                 expired(deadline)?;
-                let mut map = lock(map);
-                let slot = (namespace.to_string(), key.to_string());
-                let current = map.get(&slot).map_or(0, |s| s.version);
-                if current != expected_version {
-                    return Err(conflict(expected_version, current));
-                }
-                map.remove(&slot);
-                return Ok(());
+                return memory_write(map, namespace, key, expected_version, None).map(drop);
             }
         };
         let request = DeleteRequest {
@@ -182,10 +167,38 @@ fn expired(deadline: Deadline) -> Result<(), Error> {
     }
 }
 
-fn conflict(expected: u64, current: u64) -> Error {
-    Error::Aborted(format!(
-        "version conflict: expected version {expected}, current version {current}"
-    ))
+/// The in-memory store's compare-and-swap: put `value`, or delete when it is `None`.
+fn memory_write(
+    map: &Mutex<HashMap<(String, String), Stored>>,
+    namespace: &str,
+    key: &str,
+    expected_version: u64,
+    value: Option<Vec<u8>>,
+) -> Result<u64, Error> {
+    let mut map = lock(map);
+    let slot = (namespace.to_string(), key.to_string());
+    let current = map.get(&slot).map_or(0, |s| s.version);
+    if current != expected_version {
+        return Err(Error::Aborted(format!(
+            "version conflict: expected version {expected_version}, current version {current}"
+        )));
+    }
+    match value {
+        Some(value) => {
+            map.insert(
+                slot,
+                Stored {
+                    value,
+                    version: current + 1,
+                },
+            );
+            Ok(current + 1)
+        }
+        None => {
+            map.remove(&slot);
+            Ok(0)
+        }
+    }
 }
 
 /// A request carrying the deadline both ways the store understands.

@@ -64,7 +64,7 @@ fn unexpected(reply: &TodoReply) -> Status {
 
 #[tonic::async_trait]
 impl TodoService for TodoApi {
-    #[tracing::instrument(skip_all, fields(kind = "todo", key = %request.get_ref().list))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list))]
     async fn add_entry(
         &self,
         request: Request<pb::AddEntryRequest>,
@@ -83,7 +83,7 @@ impl TodoService for TodoApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "todo", key = %request.get_ref().list))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list))]
     async fn list_entries(
         &self,
         request: Request<pb::ListEntriesRequest>,
@@ -100,7 +100,7 @@ impl TodoService for TodoApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
     async fn update_entry(
         &self,
         request: Request<pb::UpdateEntryRequest>,
@@ -120,7 +120,7 @@ impl TodoService for TodoApi {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
     async fn delete_entry(
         &self,
         request: Request<pb::DeleteEntryRequest>,
@@ -140,7 +140,7 @@ impl TodoService for TodoApi {
 
     type WatchListStream = ReceiverStream<Result<pb::WatchListResponse, Status>>;
 
-    #[tracing::instrument(skip_all, fields(kind = "todo", key = %request.get_ref().list))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list))]
     async fn watch_list(
         &self,
         request: Request<pb::WatchListRequest>,

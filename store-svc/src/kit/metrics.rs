@@ -15,6 +15,36 @@ pub trait Render: Send + Sync + 'static {
     fn render(&self, out: &mut String);
 }
 
+/// Stops the metrics endpoint when dropped.
+pub struct MetricsHandle(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for MetricsHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Binds `addr` (if set) and serves `metrics` there in the background until the returned
+/// handle is dropped.
+pub async fn spawn(
+    addr: Option<std::net::SocketAddr>,
+    metrics: Arc<dyn Render>,
+) -> anyhow::Result<MetricsHandle> {
+    let Some(addr) = addr else {
+        return Ok(MetricsHandle(None));
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, metrics, async move {
+        let _ = stopped.await;
+    }));
+    Ok(MetricsHandle(Some(stop)))
+}
+
 /// Serves `GET /metrics` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
