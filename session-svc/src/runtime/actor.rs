@@ -51,26 +51,32 @@ struct Actor<E: Entity> {
 
 /// Runs the actor of `key` until its mailbox closes: passivated or evicted (by the registry's
 /// sweeper, when idle), quarantined, or shut down.
-pub(super) async fn run<E: Entity>(kind: Kind<E>, key: Arc<str>, cell: Arc<Cell<E>>) {
-    Actor {
+///
+///
+/// The actor is boxed: an `async fn` stores its arguments and the moved-in copies apart, so a
+/// by-value actor would sit twice in every idle task. Boxed, the task holds a pointer.
+pub(super) fn run<E: Entity>(
+    kind: Kind<E>,
+    key: Arc<str>,
+    cell: Arc<Cell<E>>,
+) -> impl Future<Output = ()> + Send {
+    Box::new(Actor {
         kind,
         key,
         cell,
         loaded: None,
         crashes: VecDeque::new(),
-    }
+    })
     .run()
-    .await;
 }
 
 impl<E: Entity> Actor<E> {
-    async fn run(mut self) {
+    async fn run(mut self: Box<Self>) {
         // An idle actor is parked here and owns no timer: idleness is the sweeper's business,
         // which keeps a million idle actors cheap.
         while let Some(envelope) = self.cell.mailbox.recv().await {
-            // A span per message rather than per actor: an idle actor then holds no span.
-            let span = tracing::debug_span!("actor", kind = E::KIND, key = %self.key);
-            let handled = CatchUnwind::new(self.handle(envelope).instrument(span)).await;
+            let handling = self.handling(envelope);
+            let handled = handling.await;
             self.cell
                 .last_used
                 .store(self.kind.inner.actors.now_tick(), Ordering::Relaxed);
@@ -80,6 +86,17 @@ impl<E: Entity> Actor<E> {
                 return;
             }
         }
+    }
+
+    /// Handling one message, boxed and panic-catching. Built in a separate function so that
+    /// the (large) handling future never takes space in the idle actor's own future.
+    fn handling(
+        &mut self,
+        envelope: Box<Envelope<E>>,
+    ) -> CatchUnwind<impl Future<Output = ()> + Send + '_> {
+        // A span per message rather than per actor: an idle actor then holds no span.
+        let span = tracing::debug_span!("actor", kind = E::KIND, key = %self.key);
+        CatchUnwind::new(self.handle(envelope).instrument(span))
     }
 
     /// After a crash: discard the state (the next message reloads it), or quarantine the key

@@ -19,7 +19,7 @@ use super::{
     Settings, actor,
     entity::Entity,
     mailbox::{Mailbox, Refused},
-    registry::{ActorInfo, ActorStatus, Actors, Candidate, Sharded, Table},
+    registry::{ActorInfo, ActorStatus, Actors, Candidate, ShardGuard, Sharded, Table},
     store::Store,
 };
 use crate::error::Error;
@@ -298,9 +298,18 @@ impl<E: Entity> Kind<E> {
             return Err(Error::ShuttingDown);
         }
         let actors = &self.inner.actors;
-        if let Some(cell) = self.lookup(key)? {
-            return Ok(cell);
+        // The common path locks one shard and hashes the key once: found, or a free slot.
+        {
+            let mut shard = self.inner.map.shard(key);
+            if let Some(cell) = self.live_in(&mut shard, key)? {
+                return Ok(cell);
+            }
+            if actors.try_reserve() {
+                return Ok(self.activate_in(shard, key));
+            }
         }
+        // At the cap: passivate least recently used idle actors (which locks other shards, so
+        // not while holding this one), then look again.
         if !actors.reserve() {
             return Err(Error::ActorLimit {
                 limit: actors.max(),
@@ -308,14 +317,16 @@ impl<E: Entity> Kind<E> {
             });
         }
         let mut shard = self.inner.map.shard(key);
-        if let Some(Slot::Live(cell)) = shard.get(key)
-            && !cell.mailbox.is_closed()
-        {
-            // Another request activated it while we reserved: use theirs.
-            actors.release();
-            cell.last_used.store(actors.now_tick(), Ordering::Relaxed);
-            return Ok(cell.clone());
+        if let Some(cell) = self.live_in(&mut shard, key)? {
+            actors.release(); // another request activated it meanwhile
+            return Ok(cell);
         }
+        Ok(self.activate_in(shard, key))
+    }
+
+    /// Starts a new actor for `key` in the locked `shard`, whose live slot is reserved.
+    fn activate_in(&self, mut shard: ShardGuard<'_, Slot<E>>, key: &str) -> Arc<Cell<E>> {
+        let actors = &self.inner.actors;
         let cell = Arc::new(Cell {
             id: actors.next_id(),
             mailbox: Mailbox::new(self.inner.settings.mailbox_capacity),
@@ -328,12 +339,16 @@ impl<E: Entity> Kind<E> {
         drop(shard);
         // The state loads inside the new task, so a slow load delays only this key.
         tokio::spawn(actor::run(self.clone(), key, cell.clone()));
-        Ok(cell)
+        cell
     }
 
-    /// The live actor of `key`, if any; clears stale entries; refuses quarantined keys.
-    fn lookup(&self, key: &str) -> Result<Option<Arc<Cell<E>>>, Error> {
-        let mut shard = self.inner.map.shard(key);
+    /// The live actor of `key` in the locked `shard`, if any; clears a stale entry (a closed
+    /// mailbox) and refuses a quarantined key.
+    fn live_in(
+        &self,
+        shard: &mut ShardGuard<'_, Slot<E>>,
+        key: &str,
+    ) -> Result<Option<Arc<Cell<E>>>, Error> {
         match shard.get(key) {
             None => Ok(None),
             Some(Slot::Live(cell)) if !cell.mailbox.is_closed() => {

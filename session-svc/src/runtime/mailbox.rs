@@ -84,6 +84,11 @@ impl<T> Mailbox<T> {
                 let mut inner = self.lock();
                 if let Some(message) = inner.queue.pop_front() {
                     inner.busy = true;
+                    if inner.queue.is_empty() {
+                        // Give the buffer back: most actors sit idle, and a million idle
+                        // mailboxes each keeping a few slots would add up.
+                        inner.queue = VecDeque::new();
+                    }
                     return Some(message);
                 }
                 inner.busy = false;

@@ -148,7 +148,8 @@ impl Actors {
         self.try_reserve()
     }
 
-    fn try_reserve(&self) -> bool {
+    /// Takes a slot if one is free, without evicting anything.
+    pub fn try_reserve(&self) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
@@ -214,6 +215,9 @@ impl Actors {
 /// One independently locked part of a [`Sharded`] map.
 type Shard<V> = Mutex<HashMap<Arc<str>, V>>;
 
+/// A locked shard.
+pub type ShardGuard<'a, V> = MutexGuard<'a, HashMap<Arc<str>, V>>;
+
 /// A map from key to `V`, split in [`SHARDS`] independently locked parts.
 pub struct Sharded<V> {
     /// The parts; a key always lives in the same one.
@@ -233,7 +237,7 @@ impl<V> Default for Sharded<V> {
 
 impl<V> Sharded<V> {
     /// The locked shard that holds `key`.
-    pub fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<Arc<str>, V>> {
+    pub fn shard(&self, key: &str) -> ShardGuard<'_, V> {
         let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         self.shards[index]
             .lock()

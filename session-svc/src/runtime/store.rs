@@ -37,7 +37,7 @@ enum Backend {
     Remote(StoreServiceClient<Channel>),
     /// A map in this process with the same version rules: for runtime unit tests and the
     /// in-process actor-memory benchmark, never for a server.
-    Memory(Arc<Mutex<HashMap<(String, String), Stored>>>),
+    Memory(Arc<Mutex<MemoryMap>>),
 }
 
 /// A stored record: its bytes and version.
@@ -81,7 +81,7 @@ impl Store {
             Backend::Remote(client) => client.clone(),
             Backend::Memory(map) => {
                 expired(deadline)?;
-                return Ok(lock(map).get(&(namespace.into(), key.into())).cloned());
+                return Ok(lock(map).get(namespace).and_then(|ns| ns.get(key)).cloned());
             }
         };
         let request = GetRequest {
@@ -153,6 +153,9 @@ impl Store {
     }
 }
 
+/// The in-memory store: namespace → key → record (nested so lookups borrow, never allocate).
+type MemoryMap = HashMap<String, HashMap<String, Stored>>;
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -169,15 +172,15 @@ fn expired(deadline: Deadline) -> Result<(), Error> {
 
 /// The in-memory store's compare-and-swap: put `value`, or delete when it is `None`.
 fn memory_write(
-    map: &Mutex<HashMap<(String, String), Stored>>,
+    map: &Mutex<MemoryMap>,
     namespace: &str,
     key: &str,
     expected_version: u64,
     value: Option<Vec<u8>>,
 ) -> Result<u64, Error> {
     let mut map = lock(map);
-    let slot = (namespace.to_string(), key.to_string());
-    let current = map.get(&slot).map_or(0, |s| s.version);
+    let records = map.entry(namespace.to_string()).or_default();
+    let current = records.get(key).map_or(0, |s| s.version);
     if current != expected_version {
         return Err(Error::Aborted(format!(
             "version conflict: expected version {expected_version}, current version {current}"
@@ -185,17 +188,12 @@ fn memory_write(
     }
     match value {
         Some(value) => {
-            map.insert(
-                slot,
-                Stored {
-                    value,
-                    version: current + 1,
-                },
-            );
-            Ok(current + 1)
+            let version = current + 1;
+            records.insert(key.to_string(), Stored { value, version });
+            Ok(version)
         }
         None => {
-            map.remove(&slot);
+            records.remove(key);
             Ok(0)
         }
     }

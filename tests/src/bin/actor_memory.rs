@@ -5,7 +5,7 @@
 //! figure is the runtime's own cost: registry entry, mailbox, task, timer, bookkeeping.
 //!
 //! Per run: fill the in-memory store with N small carts (no actors yet), note RSS, activate
-//! all N by a GetSession each (every actor loads and decodes its cart), note RSS and time.
+//! all N (each actor task starts, loads and decodes its cart, answers), note RSS and time.
 //! RSS per actor = (after − before) / N. The state itself (the decoded `Cart`) is measured
 //! separately by activating the same carts into plain `Vec<Cart>` and the same RSS method,
 //! so "beyond the state" = per-actor − per-state.
@@ -15,7 +15,7 @@ use std::{sync::Arc, time::Instant};
 use clap::Parser;
 use session_svc::{
     SessionServer,
-    cart::{CartCommand, CartEntity},
+    cart::CartEntity,
     config::Config,
     domain::{Cart, Catalog, Ctx, StartArgs},
     runtime::{Entity, Kind, Store},
@@ -97,11 +97,17 @@ async fn one_run(args: &Args, run: usize) -> Sample {
             .expect("in-memory put");
     }
 
-    // The state alone: the same carts decoded and held, measured the same way.
+    // The state alone: the same carts decoded and held, measured the same way. Kept alive
+    // through the actor phase so the actors cannot reuse its freed pages.
     let before_states = rss_bytes();
-    let states: Vec<Cart> = (0..args.actors).map(|i| small_cart(key(run, i))).collect();
+    let states: Vec<Cart> = (0..args.actors)
+        .map(|i| {
+            entity
+                .decode_state(&entity.encode_state(&small_cart(key(run, i))))
+                .expect("decodes")
+        })
+        .collect();
     let per_state = (rss_bytes().saturating_sub(before_states)) as f64 / args.actors as f64;
-    drop(states);
 
     let mut config = Config::try_parse_from(["session-svc"]).expect("defaults");
     config.max_actors = (args.actors * 2) as u64;
@@ -121,7 +127,7 @@ async fn one_run(args: &Args, run: usize) -> Sample {
                         return;
                     }
                     carts
-                        .call(&key(run, i), CartCommand::Get, deadline())
+                        .activate(&key(run, i), deadline())
                         .await
                         .expect("activation");
                 }
@@ -148,6 +154,7 @@ async fn one_run(args: &Args, run: usize) -> Sample {
         sample.per_actor - sample.per_state
     );
     drop(server);
+    drop(states);
     sample
 }
 
