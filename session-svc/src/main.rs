@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use session_svc::{SessionServer, config::Config};
 use store_svc::kit::{self, cli};
 
+/// mimalloc keeps no per-allocation header and returns memory in larger spans: with a million
+/// small actors that is ~6% less RSS than glibc's malloc (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = match cli::parse() {

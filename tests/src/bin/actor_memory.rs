@@ -22,6 +22,10 @@ use session_svc::{
 };
 use store_svc::kit::deadline::Deadline;
 
+/// The allocator the service binaries use, so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Actors to activate per run.
