@@ -77,12 +77,20 @@ impl<E: Entity> Actor<E> {
         while let Some(envelope) = self.cell.mailbox.recv().await {
             let handling = self.handling(envelope);
             let handled = handling.await;
+            self.cell.mailbox.done();
             self.cell
                 .last_used
                 .store(self.kind.inner.actors.now_tick(), Ordering::Relaxed);
             if let Err(payload) = handled
                 && !self.restart(message(payload.as_ref()))
             {
+                return;
+            }
+            // A key with no state (a read of a session never started) keeps nothing worth a
+            // live actor: stop now rather than let unknown keys fill the registry.
+            if self.loaded.as_ref().is_some_and(|l| l.state.is_none()) && self.cell.close_if_idle()
+            {
+                self.kind.remove(&self.key, self.cell.id);
                 return;
             }
         }

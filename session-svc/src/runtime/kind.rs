@@ -92,7 +92,7 @@ impl<E: Entity> Cell<E> {
     }
 
     /// Closes the mailbox if the actor is idle and unwatched; true if it did.
-    fn close_if_idle(&self) -> bool {
+    pub(super) fn close_if_idle(&self) -> bool {
         !self.watched() && self.mailbox.close_if_idle()
     }
 }

@@ -323,3 +323,19 @@ async fn close_refuses_new_work() {
         Err(Error::ShuttingDown)
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn reading_a_key_without_state_leaves_no_live_actor() {
+    let f = fixture(Settings::default(), 100);
+    for i in 0..10 {
+        assert_eq!(
+            f.kind
+                .call(&format!("ghost-{i}"), Op::Get, soon())
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(f.actors.live(), 0);
+}
