@@ -157,37 +157,46 @@ impl Entity for CartEntity {
         ))
     }
 
+    fn encode_written(&self, cart: &Cart, reply: &CartReply) -> Vec<u8> {
+        match reply {
+            // The reply is the cart's stored form already (its version field is ignored on
+            // load): encode it rather than convert the cart a second time.
+            CartReply::Session(session) => session.encode_to_vec(),
+            CartReply::Order(_) => self.encode_state(cart),
+        }
+    }
+
     fn handle(
         &self,
         key: &str,
-        state: Option<&Cart>,
+        state: &mut Option<Cart>,
         command: CartCommand,
         ctx: Ctx,
-    ) -> Result<Step<Cart, CartReply>, Error> {
+    ) -> Result<Step<CartReply>, Error> {
         let dctx = DomainCtx {
             now_ms: ctx.now_ms,
             log_limit: self.log_limit,
         };
         let next = ctx.version + 1;
         let session = |cart: &Cart, version| CartReply::Session(convert::session(cart, version));
-        let write = |cart: Cart| Step::Write {
-            reply: session(&cart, next),
-            state: cart,
+        let written = |cart: &Cart| Step::Write {
+            reply: session(cart, next),
             side_writes: vec![],
         };
         if let CartCommand::Start(args) = command {
             return Ok(match state {
                 Some(cart) => Step::Read(session(cart, ctx.version)),
-                None => write(Cart::start(args, &dctx)?),
+                None => written(state.insert(Cart::start(args, &dctx)?)),
             });
         }
-        let Some(current) = state else {
+        let Some(cart) = state else {
             return Err(self.missing(key));
         };
-        let mut cart = current.clone();
+        // Every domain operation leaves the cart unchanged when it fails (the contract that
+        // lets the runtime skip copying the state).
         Ok(match command {
             CartCommand::Start(_) => unreachable!("handled above"),
-            CartCommand::Get => Step::Read(session(current, ctx.version)),
+            CartCommand::Get => Step::Read(session(cart, ctx.version)),
             CartCommand::AddItem {
                 sku,
                 name,
@@ -196,25 +205,24 @@ impl Entity for CartEntity {
                 ..
             } => {
                 cart.add_item(sku, name, quantity, unit_price, &dctx)?;
-                write(cart)
+                written(cart)
             }
             CartCommand::RemoveItem { sku, quantity, .. } => {
                 cart.remove_item(&sku, quantity, &dctx)?;
-                write(cart)
+                written(cart)
             }
             CartCommand::ApplyDiscount { code, .. } => {
                 let discount = self.catalog.lookup(&code)?;
                 if cart.apply_discount(discount, &dctx)? {
-                    write(cart)
+                    written(cart)
                 } else {
-                    Step::Read(session(current, ctx.version))
+                    Step::Read(session(cart, ctx.version))
                 }
             }
             CartCommand::Checkout { .. } => {
                 // The order id is the session key: one order per session (checkout is final),
                 // and a retry after a crash between the two writes finds the same record.
-                let order = cart.checkout(cart.key.clone(), &dctx)?;
-                let order = convert::order(&order);
+                let order = convert::order(&cart.checkout(cart.key.clone(), &dctx)?);
                 Step::Write {
                     side_writes: vec![SideWrite {
                         namespace: ORDERS_NAMESPACE.into(),
@@ -222,12 +230,11 @@ impl Entity for CartEntity {
                         value: order.encode_to_vec(),
                     }],
                     reply: CartReply::Order(order),
-                    state: cart,
                 }
             }
             CartCommand::End { .. } => {
                 cart.end(&dctx)?;
-                write(cart)
+                written(cart)
             }
         })
     }

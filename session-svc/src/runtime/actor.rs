@@ -16,8 +16,8 @@ use tokio::{sync::broadcast, time::Instant};
 use tracing::Instrument as _;
 
 use super::{
-    entity::{Command as _, Ctx, Entity, Step},
-    kind::{Cell, Envelope, Kind, Msg, Subscription},
+    entity::{Command as _, Ctx, Entity, SideWrite, Step},
+    kind::{Cell, Envelope, Inner, Kind, Msg, Subscription},
     panic::{CatchUnwind, message},
 };
 use crate::error::Error;
@@ -31,8 +31,68 @@ struct Loaded<E: Entity> {
     state: Option<E::State>,
     /// Store version of `state` (0: absent); the next write expects it.
     version: u64,
-    /// Idempotency memory: request id → encoded reply, oldest first.
-    recent: VecDeque<(String, Vec<u8>)>,
+    /// Idempotency memory: request id and encoded reply, oldest first; kept in its stored
+    /// form so that writing the record copies nothing.
+    recent: VecDeque<RecentRequest>,
+}
+
+/// Writes what a command changed: the side records first (create-if-absent), then the
+/// actor's record with the version it last read. On success `loaded` is at the new version.
+async fn persist<E: Entity>(
+    inner: &Inner<E>,
+    key: &str,
+    loaded: &mut Loaded<E>,
+    request_id: Option<String>,
+    reply: &E::Reply,
+    side_writes: Vec<SideWrite>,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    for write in side_writes {
+        // Create-if-absent with a key derived from the command: already there means a retry
+        // after a crash between the two writes, and it counts as written.
+        match inner
+            .store
+            .put(&write.namespace, &write.key, write.value, 0, deadline)
+            .await
+        {
+            Ok(_) | Err(Error::Aborted(_)) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    if let Some(request_id) = request_id {
+        let reply = inner.entity.encode_reply(reply);
+        loaded.recent.push_back(RecentRequest { request_id, reply });
+        while loaded.recent.len() > inner.settings.recent_requests {
+            loaded.recent.pop_front();
+        }
+    }
+    let state = loaded
+        .state
+        .as_ref()
+        .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
+    let record = encode_record(&inner.entity.encode_written(state, reply), &loaded.recent);
+    loaded.version = inner
+        .store
+        .put(E::KIND, key, record, loaded.version, deadline)
+        .await?;
+    Ok(())
+}
+
+/// `session.v1.ActorRecord`, encoded field by field so the remembered replies are not cloned.
+fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>) -> Vec<u8> {
+    use prost::encoding::{WireType, encode_key, encode_varint, message};
+    let mut buf = Vec::with_capacity(
+        state.len() + 8 + recent.iter().map(|r| r.encoded_len() + 4).sum::<usize>(),
+    );
+    if !state.is_empty() {
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(state.len() as u64, &mut buf);
+        buf.extend_from_slice(state);
+    }
+    for request in recent {
+        message::encode(2, request, &mut buf);
+    }
+    buf
 }
 
 struct Actor<E: Entity> {
@@ -187,71 +247,34 @@ impl<E: Entity> Actor<E> {
         self.load(deadline).await?;
         let inner = self.kind.inner.clone();
         let entity = &inner.entity;
-        let loaded = self.loaded.as_ref().expect("loaded above");
+        let loaded = self.loaded.as_mut().expect("loaded above");
         let request_id = command.request_id().map(str::to_owned);
         if let Some(id) = &request_id
-            && let Some((_, reply)) = loaded.recent.iter().find(|(seen, _)| seen == id)
+            && let Some(seen) = loaded.recent.iter().find(|seen| seen.request_id == *id)
         {
             return entity
-                .decode_reply(reply)
+                .decode_reply(&seen.reply)
                 .map_err(|e| Error::Corrupt(format!("remembered reply for {id:?}: {e}")));
         }
         let ctx = Ctx::now(loaded.version);
-        let (state, reply, side_writes) =
-            match entity.handle(&self.key, loaded.state.as_ref(), command, ctx)? {
+        let (reply, side_writes) =
+            match entity.handle(&self.key, &mut loaded.state, command, ctx)? {
                 Step::Read(reply) => return Ok(reply),
-                Step::Write {
-                    state,
-                    reply,
-                    side_writes,
-                } => (state, reply, side_writes),
+                Step::Write { reply, side_writes } => (reply, side_writes),
             };
-        for write in side_writes {
-            // Create-if-absent with a key derived from the command: already there means a
-            // retry after a crash between the two writes, and it counts as written.
-            match inner
-                .store
-                .put(&write.namespace, &write.key, write.value, 0, deadline)
-                .await
-            {
-                Ok(_) | Err(Error::Aborted(_)) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        let mut recent = loaded.recent.clone();
-        if let Some(id) = request_id {
-            recent.push_back((id, entity.encode_reply(&reply)));
-            while recent.len() > inner.settings.recent_requests {
-                recent.pop_front();
-            }
-        }
-        let record = ActorRecord {
-            state: entity.encode_state(&state),
-            recent_requests: recent
-                .iter()
-                .map(|(request_id, reply)| RecentRequest {
-                    request_id: request_id.clone(),
-                    reply: reply.clone(),
-                })
-                .collect(),
-        };
-        let written = inner
-            .store
-            .put(
-                E::KIND,
-                &self.key,
-                record.encode_to_vec(),
-                loaded.version,
-                deadline,
-            )
-            .await;
+        // From here the in-memory state is ahead of the store: any failure discards it.
+        let written = persist(
+            &inner,
+            &self.key,
+            loaded,
+            request_id,
+            &reply,
+            side_writes,
+            deadline,
+        )
+        .await;
         match written {
-            Ok(version) => {
-                self.loaded = Some(Loaded {
-                    state: Some(state),
-                    version,
-                    recent,
-                });
+            Ok(()) => {
                 self.publish();
                 Ok(reply)
             }
@@ -285,11 +308,7 @@ impl<E: Entity> Actor<E> {
                 Loaded {
                     state: Some(state),
                     version: stored.version,
-                    recent: record
-                        .recent_requests
-                        .into_iter()
-                        .map(|r| (r.request_id, r.reply))
-                        .collect(),
+                    recent: record.recent_requests.into(),
                 }
             }
         };
@@ -326,5 +345,23 @@ impl<E: Entity> Actor<E> {
         {
             let _ = sender.send(self.kind.inner.entity.snapshot(state, loaded.version));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_encoded_by_hand_decodes_as_an_actor_record() {
+        let recent: VecDeque<RecentRequest> = vec![RecentRequest {
+            request_id: "r-1".into(),
+            reply: vec![1, 2, 3],
+        }]
+        .into();
+        let bytes = encode_record(b"state", &recent);
+        let record = ActorRecord::decode(bytes.as_slice()).unwrap();
+        assert_eq!(record.state, b"state");
+        assert_eq!(record.recent_requests, Vec::from(recent));
     }
 }

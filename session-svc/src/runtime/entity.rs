@@ -1,9 +1,14 @@
 //! The one trait an entity kind implements to run on the runtime.
 //!
 //! The runtime knows nothing about carts or lists: it loads bytes, asks the entity to decode
-//! them, hands it one command at a time, persists the state the entity returns, and only then
+//! them, hands it one command at a time, persists the state the entity changed, and only then
 //! answers. The entity's `handle` is pure (no I/O, no clock: time comes in [`Ctx`]), so the
 //! whole behaviour of a kind is testable without a runtime.
+//!
+//! `handle` changes the state in place rather than returning a new one: no copy of the state
+//! per command. That is safe because a handler that fails leaves the state as it was (the
+//! domain's contract), and a write that fails, times out or panics makes the actor discard
+//! its in-memory state and reload the durable one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,13 +16,11 @@ use crate::error::Error;
 
 /// What handling one command produced.
 #[derive(Debug)]
-pub enum Step<S, R> {
+pub enum Step<R> {
     /// Nothing changed: answer at once, no write.
     Read(R),
-    /// The state changed: persist `state` (after `side_writes`), then answer `reply`.
+    /// The state changed in place: persist it (after `side_writes`), then answer `reply`.
     Write {
-        /// The new state; becomes the actor's only after the store acknowledged it.
-        state: S,
         /// The answer, sent once the state is durable.
         reply: R,
         /// Records in other namespaces written first, create-if-absent (e.g. an order).
@@ -71,7 +74,7 @@ pub trait Entity: Send + Sync + 'static {
     /// The messages it handles.
     type Command: Command;
     /// Its answers; encoded to remember the replies of idempotent requests.
-    type Reply: Send + 'static;
+    type Reply: Send + Sync + 'static;
     /// What watchers receive after every change.
     type Snapshot: Clone + Send + Sync + 'static;
 
@@ -79,6 +82,12 @@ pub trait Entity: Send + Sync + 'static {
     fn decode_state(&self, bytes: &[u8]) -> Result<Self::State, String>;
     /// Encodes the state for the store (protobuf: readable from any language).
     fn encode_state(&self, state: &Self::State) -> Vec<u8>;
+    /// Encodes the state just written by the command that answered `reply`. A kind whose
+    /// reply already is its stored form (a cart's `Session`) encodes the reply instead of
+    /// converting the state a second time.
+    fn encode_written(&self, state: &Self::State, _reply: &Self::Reply) -> Vec<u8> {
+        self.encode_state(state)
+    }
     /// Encodes a reply, so that a retried request id can be answered after a restart.
     fn encode_reply(&self, reply: &Self::Reply) -> Vec<u8>;
     /// Decodes a reply stored by `encode_reply`.
@@ -91,15 +100,16 @@ pub trait Entity: Send + Sync + 'static {
     /// The error for a request that needs state at a key that has none (watching, reading).
     fn missing(&self, key: &str) -> Error;
 
-    /// Handles one command for `key` against its current state (`None`: no state yet).
-    /// Pure: no I/O, no clock. An `Err` is answered as is and changes nothing.
+    /// Handles one command for `key`, changing its state in place (`None`: no state yet).
+    /// Pure: no I/O, no clock. An `Err` is answered as is and must leave `state` unchanged;
+    /// [`Step::Write`] says the state changed and must be persisted before the reply.
     fn handle(
         &self,
         key: &str,
-        state: Option<&Self::State>,
+        state: &mut Option<Self::State>,
         command: Self::Command,
         ctx: Ctx,
-    ) -> Result<Step<Self::State, Self::Reply>, Error>;
+    ) -> Result<Step<Self::Reply>, Error>;
 }
 
 /// A message to an actor.

@@ -220,6 +220,14 @@ async fn call<T>(
         ));
     }
     match tokio::time::timeout_at(deadline.instant(), call).await {
+        // CANCELLED with time left is a connection torn down under the call (the store died),
+        // not the caller's deadline: report it as the outage it is.
+        Ok(Err(status)) if status.code() == Code::Cancelled && !deadline.expired() => {
+            Err(tonic::Status::unavailable(format!(
+                "the connection to the store broke: {}",
+                status.message()
+            )))
+        }
         Ok(result) => result.map(tonic::Response::into_inner),
         Err(_) => Err(tonic::Status::deadline_exceeded(
             "the store did not answer before the deadline",

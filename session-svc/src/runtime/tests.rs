@@ -77,19 +77,24 @@ impl Entity for Counter {
     fn handle(
         &self,
         _key: &str,
-        state: Option<&u64>,
+        state: &mut Option<u64>,
         op: Op,
         _ctx: Ctx,
-    ) -> Result<Step<u64, u64>, Error> {
-        let current = state.copied().unwrap_or(0);
+    ) -> Result<Step<u64>, Error> {
+        let current = state.unwrap_or(0);
         match op {
             Op::Get => Ok(Step::Read(current)),
-            Op::Add(n, _) => Ok(Step::Write {
-                state: current + n,
-                reply: current + n,
-                side_writes: vec![],
-            }),
-            Op::Boom => panic!("handler bug"),
+            Op::Add(n, _) => {
+                *state = Some(current + n);
+                Ok(Step::Write {
+                    reply: current + n,
+                    side_writes: vec![],
+                })
+            }
+            Op::Boom => {
+                *state = Some(666); // a crash mid-change must not leak into the next answer
+                panic!("handler bug")
+            }
         }
     }
 }

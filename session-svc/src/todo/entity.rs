@@ -174,47 +174,49 @@ impl Entity for TodoEntity {
     fn handle(
         &self,
         key: &str,
-        state: Option<&TodoList>,
+        state: &mut Option<TodoList>,
         command: TodoCommand,
         _ctx: Ctx,
-    ) -> Result<Step<TodoList, TodoReply>, Error> {
-        let write = |list: TodoList, reply| Step::Write {
-            state: list,
+    ) -> Result<Step<TodoReply>, Error> {
+        let written = |reply| Step::Write {
             reply,
             side_writes: vec![],
         };
         if let TodoCommand::Add { date, title, .. } = command {
-            let mut list = match state {
-                Some(list) => list.clone(),
-                None => TodoList::new(key.to_string())?,
+            // A new list is kept only if its first entry is valid: state stays None on error.
+            let mut fresh = None;
+            let list = match state {
+                Some(list) => list,
+                None => fresh.insert(TodoList::new(key.to_string())?),
             };
             let entry = list.add(date, title)?;
-            return Ok(write(list, TodoReply::Entry(wire_entry(&entry))));
+            if let Some(list) = fresh {
+                *state = Some(list);
+            }
+            return Ok(written(TodoReply::Entry(wire_entry(&entry))));
         }
-        let Some(current) = state else {
+        let Some(list) = state else {
             return Err(self.missing(key));
         };
-        let mut list = current.clone();
         Ok(match command {
             TodoCommand::Add { .. } => unreachable!("handled above"),
             TodoCommand::List { date } => Step::Read(TodoReply::Entries(pb::ListEntriesResponse {
-                entries: current.entries(date).iter().map(wire_entry).collect(),
+                entries: list.entries(date).iter().map(wire_entry).collect(),
             })),
             TodoCommand::Update {
                 id, date, title, ..
             } => {
                 let unchanged = date.is_none() && title.is_none();
-                let entry = list.update(id, date, title)?;
-                let reply = TodoReply::Entry(wire_entry(&entry));
+                let reply = TodoReply::Entry(wire_entry(&list.update(id, date, title)?));
                 if unchanged {
                     Step::Read(reply)
                 } else {
-                    write(list, reply)
+                    written(reply)
                 }
             }
             TodoCommand::Delete { id, .. } => {
                 list.delete(id)?;
-                write(list, TodoReply::Deleted)
+                written(TodoReply::Deleted)
             }
         })
     }
@@ -236,12 +238,12 @@ mod tests {
     }
 
     fn apply(list: Option<&TodoList>, command: TodoCommand) -> (Option<TodoList>, TodoReply) {
+        let mut state = list.cloned();
         match TodoEntity
-            .handle("groceries", list, command, ctx())
+            .handle("groceries", &mut state, command, ctx())
             .unwrap()
         {
-            Step::Read(reply) => (list.cloned(), reply),
-            Step::Write { state, reply, .. } => (Some(state), reply),
+            Step::Read(reply) | Step::Write { reply, .. } => (state, reply),
         }
     }
 
@@ -262,7 +264,7 @@ mod tests {
 
     #[test]
     fn reading_a_list_that_was_never_added_to_is_not_found() {
-        let result = TodoEntity.handle("nope", None, TodoCommand::List { date: None }, ctx());
+        let result = TodoEntity.handle("nope", &mut None, TodoCommand::List { date: None }, ctx());
         assert!(matches!(result, Err(Error::NotFound(_))));
     }
 
@@ -273,7 +275,7 @@ mod tests {
             title: "milk".into(),
             request_id: None,
         };
-        let (list, _) = apply(None, add);
+        let (mut list, _) = apply(None, add);
         let update = TodoCommand::Update {
             id: 1,
             date: None,
@@ -281,9 +283,25 @@ mod tests {
             request_id: None,
         };
         let step = TodoEntity
-            .handle("groceries", list.as_ref(), update, ctx())
+            .handle("groceries", &mut list, update, ctx())
             .unwrap();
         assert!(matches!(step, Step::Read(_)));
+    }
+
+    #[test]
+    fn an_invalid_first_entry_creates_no_list() {
+        let mut state = None;
+        let add = TodoCommand::Add {
+            date: date("2026-11-22"),
+            title: "   ".into(),
+            request_id: None,
+        };
+        assert!(
+            TodoEntity
+                .handle("groceries", &mut state, add, ctx())
+                .is_err()
+        );
+        assert_eq!(state, None);
     }
 
     #[test]
