@@ -16,12 +16,23 @@
 //! - `ledger`: [`KeyHistory`], what a test knows about its writes, and the durability check.
 //! - `writers`: concurrent writers that record every acknowledged write.
 //! - `grpcurl`: running grpcurl, failing loudly when it is not installed.
+//! - `session`: session-svc specifics: [`SessionOptions`] → flags, [`SessionProcess`] and its
+//!   cart / to-do / admin clients, [`spawn_session_stack`] (a store plus a session-svc), and
+//!   [`spawn_store_at`] to bring a store back on the port its clients know.
+//! - `session_client`: one-line cart, to-do and admin calls, and [`session_client::poll_until`].
+//! - `cart_writers`: [`cart_writers::CartBurst`], concurrent AddItems that record every
+//!   acknowledgement, and the check that none was lost after a kill or shutdown.
+//! - `proxy`: [`DelayProxy`], a TCP proxy that delays every chunk: a slow store on demand.
 
+pub mod cart_writers;
 pub mod grpcurl;
 pub mod ledger;
 pub mod load;
 pub mod process;
+pub mod proxy;
 pub mod raw_channel;
+pub mod session;
+pub mod session_client;
 pub mod status;
 pub mod store;
 pub mod store_client;
@@ -29,6 +40,11 @@ pub mod writers;
 
 pub use ledger::KeyHistory;
 pub use process::{ServiceCommand, ServiceProcess, Signal, locate_binary};
+pub use proxy::DelayProxy;
+pub use session::{
+    AdminClient, CartClient, SessionOptions, SessionProcess, SessionStack, TodoClient,
+    spawn_session, spawn_session_stack, spawn_store_at,
+};
 pub use store::{
     StoreClient, StoreOptions, StoreProcess, spawn_store, spawn_store_and_client, spawn_store_with,
 };

@@ -45,13 +45,20 @@ fn run() -> Result<(), String> {
     // exit; we only wait. If one dies on its own, stop the other.
     let mut children = [("store-svc", store), ("session-svc", session)];
     loop {
-        let exited = children
-            .iter_mut()
-            .find_map(|(name, child)| child.try_wait().ok().flatten().map(|status| (*name, status)));
+        let exited = children.iter_mut().find_map(|(name, child)| {
+            child
+                .try_wait()
+                .ok()
+                .flatten()
+                .map(|status| (*name, status))
+        });
         if let Some((name, status)) = exited {
             // After Ctrl-C both are draining: give the other its grace period, then stop it.
             for _ in 0..125 {
-                if children.iter_mut().all(|(_, c)| c.try_wait().ok().flatten().is_some()) {
+                if children
+                    .iter_mut()
+                    .all(|(_, c)| c.try_wait().ok().flatten().is_some())
+                {
                     break;
                 }
                 thread::sleep(Duration::from_millis(200));
@@ -78,7 +85,9 @@ fn build_services(bin_dir: &Path) -> Result<(), String> {
     if bin_dir.ends_with("release") {
         command.arg("--release");
     }
-    let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
     if status.success() {
         Ok(())
     } else {
