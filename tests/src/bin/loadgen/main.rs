@@ -1,0 +1,146 @@
+//! `loadgen`: benchmarks that drive the real services over gRPC on loopback and print Markdown
+//! for BENCHMARKS.md.
+//!
+//! - `store-put`: durable Puts against store-svc, group commit vs one flush per write.
+//! - `session-get`: GetSession on live session-svc actors vs a bare tonic echo server
+//!   (`echo_server`, a binary of this crate), the same clients driving both.
+//! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), with direct
+//!   store-svc Puts of the same size as the baseline.
+//!
+//! Build the release binaries first: `cargo build --release --workspace --bins`, then
+//! `cargo run --release -p tests --bin loadgen -- store-put`. The harness starts the binaries
+//! found next to this executable, so a debug loadgen would drive debug servers.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
+//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`: one benchmark each (its flags,
+//!   what it compares, how it drives load, its header and summary).
+//! - `measure.rs`: the alternating runs every benchmark makes and what a window samples.
+//! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
+//! - `servers.rs`: finding and starting the binaries, connecting to them.
+//! - `carts.rs`: cart clients and the sessions set up before a measurement.
+
+mod carts;
+mod measure;
+mod report;
+mod servers;
+mod session_add_item;
+mod session_get;
+mod store_put;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tests::load::{self, LoadConfig};
+
+use crate::{session_add_item::SessionAddItem, session_get::SessionGet, store_put::StorePut};
+
+/// How to build what this tool starts; said in `--help` and when a binary is missing.
+const BUILD_FIRST: &str = "cargo build --release --workspace --bins";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    about = "Benchmarks of this project's services over gRPC on 127.0.0.1, printed as Markdown",
+    after_help = "Needs release binaries next to it: run `cargo build --release --workspace --bins` \
+                  first, then `cargo run --release -p tests --bin loadgen -- store-put`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Durable Puts against store-svc: group commit vs one flush per write, side by side.
+    StorePut(StorePut),
+    /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server.
+    SessionGet(SessionGet),
+    /// Durable writes: AddItem through session-svc to store-svc vs direct store-svc Puts.
+    SessionAddItem(SessionAddItem),
+}
+
+/// The closed loop every benchmark runs.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Concurrent closed-loop clients (each has one request in flight at a time).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    clients: u32,
+    /// HTTP/2 connections the clients are spread over (per server).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    connections: u32,
+    /// Measured time per run and target (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = bounded_duration)]
+    duration: Duration,
+    /// Unmeasured load before each measurement.
+    #[arg(long, default_value = "2s", value_parser = bounded_duration)]
+    warmup: Duration,
+    /// Runs; each measures both compared targets, in an order that alternates between runs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+}
+
+impl LoadArgs {
+    fn config(&self) -> LoadConfig {
+        LoadConfig {
+            clients: self.clients as usize,
+            warmup: self.warmup,
+            duration: self.duration,
+            error_backoff: Duration::from_millis(1),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A `--duration`/`--warmup` value, at most ten minutes so a typo cannot run for hours.
+fn bounded_duration(text: &str) -> anyhow::Result<Duration> {
+    let duration = load::parse_duration(text)?;
+    anyhow::ensure!(duration <= Duration::from_secs(600), "at most 10m");
+    Ok(duration)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::StorePut(args) => store_put::run(args).await,
+        Bench::SessionGet(args) => session_get::run(args).await,
+        Bench::SessionAddItem(args) => session_add_item::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses() {
+        let cli = Cli::try_parse_from(["loadgen", "store-put", "--clients", "64"]).unwrap();
+        let Bench::StorePut(args) = cli.bench else {
+            panic!("not store-put: {:?}", cli.bench)
+        };
+        assert_eq!(args.load.clients, 64);
+        assert_eq!(args.load.duration, Duration::from_secs(10));
+        assert!(Cli::try_parse_from(["loadgen", "store-put", "--duration", "2h"]).is_err());
+    }
+
+    #[test]
+    fn the_session_benchmarks_default_to_the_issue_s_shape() {
+        let cli = Cli::try_parse_from(["loadgen", "session-get"]).unwrap();
+        let Bench::SessionGet(args) = cli.bench else {
+            panic!("not session-get: {:?}", cli.bench)
+        };
+        assert_eq!((args.load.clients, args.load.connections), (256, 8));
+        assert_eq!((args.load.runs, args.sessions), (3, 1000));
+        assert_eq!(args.load.warmup, Duration::from_secs(2));
+
+        let cli = Cli::try_parse_from(["loadgen", "session-add-item", "--skus", "5"]).unwrap();
+        let Bench::SessionAddItem(args) = cli.bench else {
+            panic!("not session-add-item: {:?}", cli.bench)
+        };
+        assert_eq!((args.load.clients, args.skus), (256, 5));
+        assert!(Cli::try_parse_from(["loadgen", "session-add-item", "--skus", "501"]).is_err());
+        assert!(Cli::try_parse_from(["loadgen", "session-get", "--sessions", "0"]).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! What every benchmark does the same way: measure two targets run after run, in alternating
+//! order, and sample what the machine did during each measured window.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use tests::load::{self, LoadConfig, LoadReport};
+
+use crate::report::{Layout, print_run_row, print_runs_head};
+
+/// What a benchmark compares: one row per run and target.
+pub trait Target: Copy + Eq {
+    /// The two compared: measured in this order in odd runs, listed in this order in the
+    /// summary, and the first's ops/s divided by the second's.
+    const PAIR: [Self; 2];
+
+    fn label(self) -> &'static str;
+}
+
+/// One target's measurement in one run.
+pub struct Measured<T> {
+    /// Which run, from 1.
+    pub run: u32,
+    pub target: T,
+    pub report: LoadReport,
+    /// What the machine did during the window, for spotting a saturated process.
+    pub window: WindowSample,
+}
+
+/// CPU use of the processes involved and store-svc's batching, over the measured window.
+#[derive(Default)]
+pub struct WindowSample {
+    /// Each watched server's CPU use, in the order they were given, in % of one core.
+    pub server_cpu: Vec<Option<f64>>,
+    /// This process's CPU use, in % of one core.
+    pub loadgen_cpu: Option<f64>,
+    /// Everything else the machine ran, in % of one core: high means a noisy measurement.
+    pub other_cpu: Option<f64>,
+    /// Writes made durable per flush (from store-svc's `/metrics`), when it was scraped.
+    pub writes_per_flush: Option<f64>,
+}
+
+impl WindowSample {
+    /// The CPU use of the `index`th watched server.
+    pub fn cpu(&self, index: usize) -> Option<f64> {
+        self.server_cpu.get(index).copied().flatten()
+    }
+}
+
+/// Measures both of `T::PAIR` with `measure` in each of `runs` runs, order alternating, and
+/// prints the `## Runs` table of `layout` a row at a time as they come; `bench` names the
+/// benchmark in a failure.
+pub async fn measure_runs<T, F, Fut>(
+    bench: &str,
+    runs: u32,
+    layout: &Layout<T>,
+    mut measure: F,
+) -> anyhow::Result<Vec<Measured<T>>>
+where
+    T: Target,
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = anyhow::Result<(LoadReport, WindowSample)>>,
+{
+    print_runs_head(layout);
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        for target in alternate(run, T::PAIR) {
+            eprintln!("run {run}/{runs}: {} ...", target.label());
+            let (report, window) = measure(target)
+                .await
+                .with_context(|| format!("{bench}, {}", target.label()))?;
+            let measured = Measured {
+                run,
+                target,
+                report,
+                window,
+            };
+            print_run_row(layout, &measured);
+            results.push(measured);
+        }
+    }
+    Ok(results)
+}
+
+/// The two targets of a run, first-measured first: swapped every other run, so neither always
+/// gets the cooler machine.
+fn alternate<T: Copy>(run: u32, pair: [T; 2]) -> [T; 2] {
+    if run % 2 == 1 {
+        pair
+    } else {
+        [pair[1], pair[0]]
+    }
+}
+
+/// Reads the CPU times of `pids`, this process and the machine, and store-svc's write/flush
+/// counters at `metrics` if given, at the start and end of the measured window.
+pub async fn sample_window(
+    config: &LoadConfig,
+    pids: &[u32],
+    metrics: Option<SocketAddr>,
+) -> WindowSample {
+    let servers = || -> Vec<Option<Duration>> {
+        pids.iter()
+            .map(|&pid| load::process_cpu_time(pid).ok())
+            .collect()
+    };
+    let scrape = || async move {
+        match metrics {
+            Some(addr) => load::scrape_metrics(addr).await.ok(),
+            None => None,
+        }
+    };
+    tokio::time::sleep(config.warmup).await;
+    let servers_before = servers();
+    let own_before = load::own_cpu_time().ok();
+    let machine_before = load::machine_busy_time().ok();
+    let metrics_before = scrape().await;
+    tokio::time::sleep(config.duration).await;
+    let servers_after = servers();
+    let own_after = load::own_cpu_time().ok();
+    let machine_after = load::machine_busy_time().ok();
+    let metrics_after = scrape().await;
+
+    let percent = |before: Option<Duration>, after: Option<Duration>| {
+        Some(100.0 * (after? - before?).as_secs_f64() / config.duration.as_secs_f64())
+    };
+    let writes_per_flush = metrics_before
+        .zip(metrics_after)
+        .and_then(|(before, after)| {
+            let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
+            let flushes = delta("store_flushes_total")?;
+            (flushes > 0.0).then_some(delta("store_writes_total")? / flushes)
+        });
+    let server_cpu: Vec<Option<f64>> = servers_before
+        .into_iter()
+        .zip(servers_after)
+        .map(|(before, after)| percent(before, after))
+        .collect();
+    let loadgen_cpu = percent(own_before, own_after);
+    let servers_total: Option<f64> = server_cpu.iter().copied().sum();
+    let other_cpu = percent(machine_before, machine_after)
+        .zip(servers_total.zip(loadgen_cpu))
+        .map(|(machine, (servers, own))| (machine - servers - own).max(0.0));
+    WindowSample {
+        server_cpu,
+        loadgen_cpu,
+        other_cpu,
+        writes_per_flush,
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn the_first_target_alternates_between_runs() {
+        assert_eq!(alternate(1, ['a', 'b']), ['a', 'b']);
+        assert_eq!(alternate(2, ['a', 'b']), ['b', 'a']);
+        assert_eq!(alternate(3, ['a', 'b']), ['a', 'b']);
+    }
+}

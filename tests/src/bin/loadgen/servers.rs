@@ -1,0 +1,66 @@
+//! The processes a benchmark drives: finding their binaries, starting them, connecting.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+
+use anyhow::Context;
+use tests::{ServiceCommand, ServiceProcess, StoreProcess, locate_binary};
+use tonic::transport::Channel;
+
+use crate::BUILD_FIRST;
+
+/// session-svc's binary in `target/<profile>/`, and the variable that overrides where it is.
+pub const SESSION_BINARY: (&str, &str) = ("session-svc", "SESSION_SVC_BIN");
+
+/// The bare tonic server `session-get` compares session-svc with.
+pub const ECHO_BINARY: (&str, &str) = ("echo_server", "ECHO_SERVER_BIN");
+
+/// Fails early, with the fix, when a binary the benchmark starts has not been built.
+pub fn require_binaries(binaries: &[(&str, &str)]) -> anyhow::Result<()> {
+    for (name, env) in binaries {
+        locate_binary(name, env)
+            .with_context(|| format!("{name} release binary missing: run `{BUILD_FIRST}` first"))?;
+    }
+    Ok(())
+}
+
+/// Starts session-svc in front of `store`: its defaults (no inherited `SESSION_*` setting),
+/// but `--log-limit` when `log_limit` is given.
+pub async fn spawn_session_svc(
+    store: &StoreProcess,
+    log_limit: Option<u32>,
+) -> anyhow::Result<ServiceProcess> {
+    let program = locate_binary(SESSION_BINARY.0, SESSION_BINARY.1)?;
+    let command = ServiceCommand::new(program)
+        .clear_env_prefix("SESSION_")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--store-addr")
+        .arg(store.endpoint());
+    let command = match log_limit {
+        Some(entries) => command.arg("--log-limit").arg(entries.to_string()),
+        None => command,
+    };
+    ServiceProcess::spawn(&command)
+        .await
+        .context("starting session-svc")
+}
+
+/// `count` independent HTTP/2 connections to `service`.
+pub async fn connect(service: &ServiceProcess, count: u32) -> anyhow::Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..count {
+        let channel = service
+            .channel()
+            .await
+            .with_context(|| format!("connecting to {} at {}", service.label(), service.addr()))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// A loopback port free right now, for store-svc's `/metrics` (which does not announce its
+/// address). Another process could take it before store-svc binds; then startup fails loudly.
+pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}

@@ -1,0 +1,201 @@
+//! `store-put`: durable Puts against store-svc, group commit vs one flush per write. Its Put
+//! driver is also `session-add-item`'s baseline.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use proto::store::v1::PutRequest;
+use tests::{
+    StoreClient, StoreOptions, StoreProcess,
+    load::{self, Call, LoadReport},
+    store::{STORE_BINARY, STORE_BINARY_ENV},
+};
+use tonic::Code;
+
+use crate::{
+    LoadArgs,
+    measure::{Measured, Target, WindowSample, measure_runs, sample_window},
+    report::{
+        Layout, median_of, met, ops, p99, per_flush, percent, print_header_end, print_header_start,
+        print_summary,
+    },
+    servers::{connect, free_loopback_addr, require_binaries},
+};
+
+/// The namespace every benchmark key lives in.
+const NAMESPACE: &str = "loadgen";
+
+#[derive(Debug, Args)]
+pub struct StorePut {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Bytes in each Put's value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub value_bytes: u32,
+    /// store-svc `--max-batch` in group-commit mode (flush-per-write mode uses 1).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch: u32,
+    /// store-svc `--queue-size` in both modes: larger than --clients, so no Put is refused.
+    #[arg(long, default_value_t = 4096)]
+    pub queue_size: u32,
+}
+
+/// How store-svc makes writes durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Concurrent writes share one flush (`--max-batch N`).
+    GroupCommit,
+    /// Every write has its own flush (`--max-batch 1`).
+    FlushPerWrite,
+}
+
+impl Target for Mode {
+    const PAIR: [Self; 2] = [Mode::GroupCommit, Mode::FlushPerWrite];
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::GroupCommit => "group commit",
+            Mode::FlushPerWrite => "flush per write",
+        }
+    }
+}
+
+impl Mode {
+    fn max_batch(self, args: &StorePut) -> u32 {
+        match self {
+            Mode::GroupCommit => args.max_batch,
+            Mode::FlushPerWrite => 1,
+        }
+    }
+}
+
+const LAYOUT: Layout<Mode> = Layout {
+    target_column: "mode",
+    extra_columns: &[
+        "RESOURCE_EXHAUSTED",
+        "writes/flush",
+        "store-svc CPU",
+        "loadgen CPU",
+        "other CPU",
+    ],
+    extra_cells: run_cells,
+    request: "Put",
+    ratio: "Group commit / flush per write",
+    ratio_decimals: 1,
+    ratio_unit: "×",
+};
+
+pub async fn run(args: StorePut) -> anyhow::Result<()> {
+    require_binaries(&[(STORE_BINARY, STORE_BINARY_ENV)])?;
+    print_header(&args);
+    let results = measure_runs("store-put", args.load.runs, &LAYOUT, |mode: Mode| {
+        let options = StoreOptions::new()
+            .max_batch(mode.max_batch(&args) as usize)
+            .queue_size(args.queue_size as usize);
+        drive_puts(options, &args.load, args.value_bytes as usize)
+    })
+    .await?;
+    let ratio = print_summary(&LAYOUT, args.load.runs, &results);
+    print_targets(&results, ratio);
+    Ok(())
+}
+
+/// Starts a fresh store-svc with `options` (and a `/metrics` endpoint), drives Puts of
+/// `value_bytes`-byte values at it, and lets it go (the harness kills it). The sample's only
+/// server is store-svc.
+pub async fn drive_puts(
+    options: StoreOptions,
+    load: &LoadArgs,
+    value_bytes: usize,
+) -> anyhow::Result<(LoadReport, WindowSample)> {
+    let metrics_addr = free_loopback_addr()?;
+    let store = StoreProcess::spawn(
+        options
+            .arg("--metrics-listen")
+            .arg(metrics_addr.to_string()),
+    )
+    .await
+    .context("starting store-svc")?;
+    let clients: Vec<StoreClient> = connect(&store, load.connections)
+        .await?
+        .into_iter()
+        .map(StoreClient::new)
+        .collect();
+    let clients = Arc::new(clients);
+    let value = Arc::new(vec![b'v'; value_bytes]);
+    let config = load.config();
+    // Every Put creates a fresh key (expected_version 0): no two clients touch one key, and
+    // every request is a real durable write that cannot fail on a version.
+    let request = move |call: Call| {
+        let mut client = clients[call.task % clients.len()].clone();
+        let put = PutRequest {
+            namespace: NAMESPACE.to_owned(),
+            key: format!("c{}-{}", call.task, call.seq),
+            value: value.as_ref().clone(),
+            expected_version: 0,
+        };
+        async move { client.put(put).await.map(|_| ()) }
+    };
+    let pids = [store.pid()];
+    Ok(tokio::join!(
+        load::run_closed_loop(&config, request),
+        sample_window(&config, &pids, Some(metrics_addr)),
+    ))
+}
+
+fn print_header(args: &StorePut) {
+    print_header_start(
+        "store-svc durable Put: group commit vs flush per write",
+        "store-svc and loadgen",
+    );
+    println!(
+        "- load: {} closed-loop clients over {} HTTP/2 connections; every Put creates a fresh key \
+         (`expected_version` 0) with a {}-byte value; {:?} warm-up, {:?} measured; {} run(s), \
+         mode order alternating, a fresh store-svc and data dir per run and mode",
+        args.load.clients,
+        args.load.connections,
+        args.value_bytes,
+        args.load.warmup,
+        args.load.duration,
+        args.load.runs
+    );
+    println!(
+        "- group commit: `store-svc --max-batch {} --queue-size {}`; flush per write: \
+         `store-svc --max-batch 1 --queue-size {}`",
+        args.max_batch, args.queue_size, args.queue_size
+    );
+    println!(
+        "- latency: from sending a Put to its OK (which means flushed); CPU in % of one core \
+         over the measured window; \"other CPU\" is everything else on the machine (noise)"
+    );
+    print_header_end();
+}
+
+/// A run row's cells after the common ones.
+fn run_cells(measured: &Measured<Mode>) -> Vec<String> {
+    let window = &measured.window;
+    vec![
+        measured
+            .report
+            .errors_of(Code::ResourceExhausted)
+            .to_string(),
+        per_flush(window.writes_per_flush),
+        percent(window.cpu(0)),
+        percent(window.loadgen_cpu),
+        percent(window.other_cpu),
+    ]
+}
+
+/// Whether group commit met issue 2's targets; `ratio` is its median ops/s ratio.
+fn print_targets(results: &[Measured<Mode>], ratio: Option<f64>) {
+    let group_ops = median_of(results, Mode::GroupCommit, ops).unwrap_or(0.0);
+    let group_p99 = median_of(results, Mode::GroupCommit, p99);
+    println!(
+        "Targets of issue 2 (stated for 256 clients): ≥ 20,000 ops/s {}; ≥ 10× flush per write {}; \
+         p99 ≤ 15 ms {}.",
+        met(group_ops >= 20_000.0),
+        met(ratio.is_some_and(|r| r >= 10.0)),
+        met(group_p99.is_some_and(|p| p <= 15.0)),
+    );
+}
