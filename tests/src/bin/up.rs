@@ -81,7 +81,19 @@ fn run() -> Result<(), String> {
 fn build_services(bin_dir: &Path) -> Result<(), String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(["build", "-p", "store-svc", "-p", "session-svc", "--bins"]);
+    // The workspace this binary was built from, so `up` works from any directory.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    command
+        .args([
+            "build",
+            "-p",
+            "store-svc",
+            "-p",
+            "session-svc",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(manifest);
     if bin_dir.ends_with("release") {
         command.arg("--release");
     }
