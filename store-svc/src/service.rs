@@ -76,7 +76,7 @@ impl StoreApi {
 impl StoreService for StoreApi {
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let GetRequest { namespace, key } = request.into_inner();
         validate::namespace(&namespace)?;
         validate::key(&key)?;
@@ -95,7 +95,7 @@ impl StoreService for StoreApi {
 
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let PutRequest {
             namespace,
             key,
@@ -120,7 +120,7 @@ impl StoreService for StoreApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let DeleteRequest {
             namespace,
             key,
@@ -140,7 +140,7 @@ impl StoreService for StoreApi {
 
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let ScanRequest {
             namespace,
             prefix,

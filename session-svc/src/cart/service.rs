@@ -58,7 +58,7 @@ impl CartApi {
         key: &str,
         command: CartCommand,
     ) -> Result<CartReply, Error> {
-        let deadline = Deadline::of(request, self.default_deadline);
+        let deadline = Deadline::accept(request, self.default_deadline);
         self.carts.call(key, command, deadline).await
     }
 }
@@ -193,7 +193,7 @@ impl CartService for CartApi {
         &self,
         request: Request<pb::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let (first, changes) = self.carts.watch(&request.get_ref().key, deadline).await?;
         let entity = self.carts.entity().clone();
         Ok(Response::new(watch::stream(

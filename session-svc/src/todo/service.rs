@@ -39,7 +39,7 @@ impl TodoApi {
         list: &str,
         command: TodoCommand,
     ) -> Result<TodoReply, Error> {
-        let deadline = Deadline::of(request, self.default_deadline);
+        let deadline = Deadline::accept(request, self.default_deadline);
         self.lists.call(list, command, deadline).await
     }
 }
@@ -145,7 +145,7 @@ impl TodoService for TodoApi {
         &self,
         request: Request<pb::WatchListRequest>,
     ) -> Result<Response<Self::WatchListStream>, Status> {
-        let deadline = Deadline::of(&request, self.default_deadline);
+        let deadline = Deadline::accept(&request, self.default_deadline);
         let (first, changes) = self.lists.watch(&request.get_ref().list, deadline).await?;
         let entity = self.lists.entity().clone();
         Ok(Response::new(watch::stream(

@@ -11,15 +11,25 @@
 //! the two wins.
 //!
 //! tonic's transport also races every request against the header's timeout and answers
-//! CANCELLED when that timer wins. Our deadline is set [`EARLY`] before tonic's, and the handler
-//! future is polled before tonic's timer, so callers see DEADLINE_EXCEEDED from us instead.
+//! CANCELLED when that timer wins. Our deadline is set [`EARLY`] before tonic's, and
+//! [`DeadlineLayer`] answers DEADLINE_EXCEEDED itself when it passes before a handler has taken
+//! the request, say while the body is still arriving on a busy server. A handler takes it with
+//! [`Deadline::accept`]; from then on answering by the deadline is the handler's job, because
+//! only the handler knows whether work already started (a write the store's writer picked up
+//! must report its real outcome, never a DEADLINE_EXCEEDED that claims it did not happen).
 
 use std::{
-    task::{Context, Poll},
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
@@ -41,7 +51,13 @@ impl Deadline {
 
     /// The deadline stamped on `request` by [`DeadlineLayer`], or `default` from now when the
     /// request did not pass through the layer (in-process callers, unit tests).
-    pub fn of<T>(request: &tonic::Request<T>, default: Duration) -> Self {
+    ///
+    /// Calling this takes the request over from the layer: the caller promises to answer by
+    /// the deadline itself (or to report the real outcome of work it could not stop).
+    pub fn accept<T>(request: &tonic::Request<T>, default: Duration) -> Self {
+        if let Some(accepted) = request.extensions().get::<Accepted>() {
+            accepted.0.store(true, Ordering::Release);
+        }
         request
             .extensions()
             .get::<Deadline>()
@@ -101,8 +117,13 @@ fn remaining_until_unix_ms(value: &str) -> Option<Duration> {
     Some(deadline.saturating_sub(now))
 }
 
+/// Set by [`Deadline::accept`] on the request it stamps: the handler has taken the request.
+#[derive(Debug, Clone, Default)]
+struct Accepted(Arc<AtomicBool>);
+
 /// Tower layer that stamps every request with its [`Deadline`]: the client's `grpc-timeout`
-/// (minus [`EARLY`]) when present, else the server's default.
+/// (minus [`EARLY`]) when present, else the server's default. Until a handler
+/// [accepts](Deadline::accept) the request, the layer enforces the deadline itself.
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     default: Duration,
@@ -133,13 +154,14 @@ pub struct DeadlineService<S> {
     default: Duration,
 }
 
-impl<S, B> Service<http::Request<B>> for DeadlineService<S>
+impl<S, B, R> Service<http::Request<B>> for DeadlineService<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -155,14 +177,104 @@ where
             (None, Some(absolute)) => absolute,
             (Some(relative), Some(absolute)) => relative.saturating_sub(EARLY).min(absolute),
         };
-        request.extensions_mut().insert(Deadline::after(budget));
-        self.inner.call(request)
+        let deadline = Deadline::after(budget);
+        let accepted = Accepted::default();
+        request.extensions_mut().insert(deadline);
+        request.extensions_mut().insert(accepted.clone());
+        DeadlineFuture {
+            inner: self.inner.call(request),
+            cutoff: tokio::time::sleep_until(deadline.instant()),
+            accepted,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of [`DeadlineService`]: the router's, or DEADLINE_EXCEEDED if the deadline
+    /// passes before a handler [accepted](Deadline::accept) the request.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        cutoff: Sleep,
+        accepted: Accepted,
+    }
+}
+
+impl<F, R, E> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<http::Response<R>, E>>,
+    R: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The handler first: if it has an answer, that answer stands even at the deadline.
+        if let Poll::Ready(response) = this.inner.poll(cx) {
+            return Poll::Ready(response);
+        }
+        if this.accepted.0.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        ready!(this.cutoff.poll(cx));
+        Poll::Ready(Ok(tonic::Status::deadline_exceeded(
+            "the call's deadline passed before its request reached a handler (it was still \
+             arriving, or the server was too busy to start it); nothing was done; retry with a \
+             longer deadline",
+        )
+        .into_http()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
+
+    /// The answer to a call with `grpc-timeout: 100m` whose handler takes `work` to answer
+    /// "done", accepting the request first if `accepts`.
+    async fn answer(work: Duration, accepts: bool) -> http::Response<String> {
+        let mut service = DeadlineLayer::new(Duration::from_secs(5)).layer(tower::service_fn(
+            move |request: http::Request<()>| async move {
+                if accepts {
+                    Deadline::accept(&tonic::Request::from_http(request), Duration::ZERO);
+                }
+                tokio::time::sleep(work).await;
+                Ok::<_, Infallible>(http::Response::new("done".to_owned()))
+            },
+        ));
+        let request = http::Request::builder()
+            .header("grpc-timeout", "100m")
+            .body(())
+            .unwrap();
+        service.call(request).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_no_handler_took_gets_deadline_exceeded_at_the_deadline() {
+        let started = Instant::now();
+        let response = answer(Duration::from_secs(60), false).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(99));
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("nothing was done"), "{status:?}");
+        assert_eq!(response.into_body(), "");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_accepted_answers_even_after_the_deadline() {
+        let response = answer(Duration::from_secs(1), true).await;
+        assert!(tonic::Status::from_header_map(response.headers()).is_none());
+        assert_eq!(response.into_body(), "done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_finishes_in_time_is_never_cut_off() {
+        let response = answer(Duration::from_millis(50), false).await;
+        assert_eq!(response.into_body(), "done");
+    }
 
     #[test]
     fn parses_every_grpc_timeout_unit() {
@@ -199,7 +311,8 @@ mod tests {
         let seen = |header: Option<&str>| {
             let mut svc = DeadlineLayer::new(Duration::from_secs(5)).layer(tower::service_fn(
                 |req: http::Request<()>| async move {
-                    Ok::<_, std::convert::Infallible>(req.extensions().get::<Deadline>().copied())
+                    let deadline = req.extensions().get::<Deadline>().copied();
+                    Ok::<_, Infallible>(http::Response::new(deadline))
                 },
             ));
             let mut builder = http::Request::builder();
@@ -207,7 +320,14 @@ mod tests {
                 builder = builder.header("grpc-timeout", value);
             }
             let request = builder.body(()).unwrap();
-            async move { svc.call(request).await.unwrap().unwrap().remaining() }
+            async move {
+                svc.call(request)
+                    .await
+                    .unwrap()
+                    .into_body()
+                    .unwrap()
+                    .remaining()
+            }
         };
         assert_eq!(seen(Some("100m")).await, Duration::from_millis(99));
         assert_eq!(seen(None).await, Duration::from_secs(5));
