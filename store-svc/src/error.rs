@@ -70,31 +70,40 @@ pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(50);
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
+        let code = error.code();
         let message = error.to_string();
         match &error {
             Error::InvalidArgument { field, description } => Status::with_error_details(
-                Code::InvalidArgument,
+                code,
                 message,
                 ErrorDetails::with_bad_request_violation(*field, description.clone()),
             ),
-            Error::NotFound { .. } => Status::not_found(message),
-            Error::VersionConflict { .. } => Status::aborted(message),
             Error::QueueFull { retry_after, .. } => Status::with_error_details(
-                Code::ResourceExhausted,
+                code,
                 message,
                 ErrorDetails::with_retry_info(Some(*retry_after)),
             ),
-            Error::TooManyNamespaces { .. } => Status::resource_exhausted(message),
-            Error::DeadlineExceeded => Status::deadline_exceeded(message),
-            Error::ShuttingDown => Status::unavailable(message),
-            Error::Storage(sled::Error::Io(_)) => Status::unavailable(message),
-            Error::Storage(sled::Error::Corruption { .. }) => Status::data_loss(message),
-            Error::Storage(_) => Status::internal(message),
+            _ => Status::new(code, message),
         }
     }
 }
 
 impl Error {
+    /// The gRPC code of this error: the only mapping, used both for a call's [`Status`] and for
+    /// a BatchWrite result's code.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound { .. } => Code::NotFound,
+            Self::VersionConflict { .. } => Code::Aborted,
+            Self::QueueFull { .. } | Self::TooManyNamespaces { .. } => Code::ResourceExhausted,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
+            Self::ShuttingDown | Self::Storage(sled::Error::Io(_)) => Code::Unavailable,
+            Self::Storage(sled::Error::Corruption { .. }) => Code::DataLoss,
+            Self::Storage(_) => Code::Internal,
+        }
+    }
+
     /// Shorthand for [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -147,6 +156,7 @@ mod tests {
             ),
         ];
         for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error:?}");
             assert_eq!(Status::from(error).code(), code);
         }
     }

@@ -1,11 +1,15 @@
 //! `store.v1.StoreService`: validation at the edge, reads on the blocking pool, writes through
 //! the group-commit writer.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use proto::store::v1::{
-    DeleteRequest, DeleteResponse, Entry, GetRequest, GetResponse, PutRequest, PutResponse,
-    ScanRequest, ScanResponse, store_service_server::StoreService,
+    BatchWriteRequest, BatchWriteResponse, DeleteRequest, DeleteResponse, Entry, GetRequest,
+    GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse, WriteResult,
+    store_service_server::StoreService, write::Operation,
 };
 use tonic::{Request, Response, Status};
 
@@ -14,7 +18,7 @@ use crate::{
     error::Error,
     kit::deadline::Deadline,
     validate::{self, PageToken},
-    writer::Writer,
+    writer::{Pending, Writer},
 };
 
 /// The gRPC face of the store.
@@ -70,6 +74,127 @@ impl StoreApi {
         }
         self.writer.submit(write, deadline).await
     }
+
+    /// A validated Put, as the Put handler and BatchWrite both take it.
+    fn put_write(&self, request: PutRequest) -> Result<Write, Error> {
+        let PutRequest {
+            namespace,
+            key,
+            value,
+            expected_version,
+        } = request;
+        validate::namespace(&namespace)?;
+        validate::key(&key)?;
+        validate::value(&value, self.max_value_bytes)?;
+        Ok(Write {
+            namespace,
+            key,
+            change: Change::Put(value),
+            expected_version,
+        })
+    }
+
+    /// A validated Delete, as the Delete handler and BatchWrite both take it.
+    fn delete_write(request: DeleteRequest) -> Result<Write, Error> {
+        let DeleteRequest {
+            namespace,
+            key,
+            expected_version,
+        } = request;
+        validate::namespace(&namespace)?;
+        validate::key(&key)?;
+        Ok(Write {
+            namespace,
+            key,
+            change: Change::Delete,
+            expected_version,
+        })
+    }
+
+    /// Validates `writes[index]` and queues it under the earlier of the call's deadline and
+    /// its own. `Err` is already its result: it was refused without running.
+    fn enqueue_batch_entry(
+        &self,
+        index: usize,
+        entry: proto::store::v1::Write,
+        call: Deadline,
+    ) -> Result<Pending, WriteResult> {
+        let (write, op) = match entry.operation {
+            Some(Operation::Put(put)) => (self.put_write(put), "put"),
+            Some(Operation::Delete(delete)) => (Self::delete_write(delete), "delete"),
+            None => {
+                return Err(refused(
+                    Error::InvalidArgument {
+                        field: "operation",
+                        description: "is empty; set put or delete".into(),
+                    },
+                    index,
+                    "",
+                ));
+            }
+        };
+        let write = write.map_err(|error| refused(error, index, op))?;
+        let deadline = earlier_deadline(call, entry.deadline_unix_ms);
+        if deadline.expired() {
+            return Err(refused(Error::DeadlineExceeded, index, op));
+        }
+        self.writer
+            .enqueue(write, deadline)
+            .map_err(|error| refused(error, index, op))
+    }
+}
+
+/// The earlier of the call's deadline and a write's own `deadline_unix_ms` (0: none).
+fn earlier_deadline(call: Deadline, deadline_unix_ms: u64) -> Deadline {
+    if deadline_unix_ms == 0 {
+        return call;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let own = Duration::from_millis(deadline_unix_ms).saturating_sub(now);
+    if own < call.remaining() {
+        Deadline::after(own)
+    } else {
+        call
+    }
+}
+
+/// The result of `writes[index]` refused before it was queued. An invalid field is named by
+/// its path in the request (`writes[3].put.key`).
+fn refused(error: Error, index: usize, op: &str) -> WriteResult {
+    match error {
+        Error::InvalidArgument { field, description } => WriteResult {
+            code: tonic::Code::InvalidArgument as i32,
+            message: if op.is_empty() {
+                format!("writes[{index}].{field}: {description}")
+            } else {
+                format!("writes[{index}].{op}.{field}: {description}")
+            },
+            version: 0,
+        },
+        error => write_result(Err(error)),
+    }
+}
+
+/// What the write's own Put or Delete would have answered, as a [`WriteResult`].
+fn write_result(outcome: Result<u64, Error>) -> WriteResult {
+    match outcome {
+        // The writer answers 0 for a delete and the new version for a put.
+        Ok(version) => WriteResult {
+            code: tonic::Code::Ok as i32,
+            message: String::new(),
+            version,
+        },
+        Err(error) => WriteResult {
+            code: error.code() as i32,
+            message: error.to_string(),
+            version: match error {
+                Error::VersionConflict { current, .. } => current,
+                _ => 0,
+            },
+        },
+    }
 }
 
 #[tonic::async_trait]
@@ -96,21 +221,7 @@ impl StoreService for StoreApi {
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
-        let PutRequest {
-            namespace,
-            key,
-            value,
-            expected_version,
-        } = request.into_inner();
-        validate::namespace(&namespace)?;
-        validate::key(&key)?;
-        validate::value(&value, self.max_value_bytes)?;
-        let write = Write {
-            namespace,
-            key,
-            change: Change::Put(value),
-            expected_version,
-        };
+        let write = self.put_write(request.into_inner())?;
         let version = self.write(write, deadline).await?;
         Ok(Response::new(PutResponse { version }))
     }
@@ -121,21 +232,34 @@ impl StoreService for StoreApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
-        let DeleteRequest {
-            namespace,
-            key,
-            expected_version,
-        } = request.into_inner();
-        validate::namespace(&namespace)?;
-        validate::key(&key)?;
-        let write = Write {
-            namespace,
-            key,
-            change: Change::Delete,
-            expected_version,
-        };
+        let write = Self::delete_write(request.into_inner())?;
         self.write(write, deadline).await?;
         Ok(Response::new(DeleteResponse {}))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(writes = request.get_ref().writes.len()))]
+    async fn batch_write(
+        &self,
+        request: Request<BatchWriteRequest>,
+    ) -> Result<Response<BatchWriteResponse>, Status> {
+        let deadline = Deadline::accept(&request, self.default_deadline);
+        let BatchWriteRequest { writes } = request.into_inner();
+        validate::batch_len(writes.len())?;
+        // Queue every write before waiting for any, so that they share flushes. The writer
+        // applies them in queue order, so awaiting them in order costs nothing.
+        let queued: Vec<_> = writes
+            .into_iter()
+            .enumerate()
+            .map(|(index, entry)| self.enqueue_batch_entry(index, entry, deadline))
+            .collect();
+        let mut results = Vec::with_capacity(queued.len());
+        for entry in queued {
+            results.push(match entry {
+                Ok(pending) => write_result(pending.outcome().await),
+                Err(refused) => refused,
+            });
+        }
+        Ok(Response::new(BatchWriteResponse { results }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
@@ -177,5 +301,52 @@ impl StoreService for StoreApi {
                 .collect(),
             next_page_token,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix_ms_in(offset_ms: i64) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        (now.as_millis() as i64 + offset_ms) as u64
+    }
+
+    #[tokio::test]
+    async fn a_write_runs_under_the_earlier_of_its_own_and_the_calls_deadline() {
+        let call = Deadline::after(Duration::from_secs(10));
+        assert_eq!(earlier_deadline(call, 0), call, "0 means the call's");
+        assert_eq!(earlier_deadline(call, unix_ms_in(60_000)), call);
+        assert_eq!(earlier_deadline(call, u64::MAX), call, "no overflow");
+        assert!(earlier_deadline(call, unix_ms_in(-1_000)).expired());
+        assert!(earlier_deadline(call, 1).expired());
+        let own = earlier_deadline(call, unix_ms_in(2_000)).remaining();
+        assert!(
+            own > Duration::from_millis(1_000) && own <= Duration::from_millis(2_000),
+            "{own:?}"
+        );
+    }
+
+    #[test]
+    fn results_carry_the_code_a_lone_call_would_get() {
+        let invalid = refused(Error::invalid("key", "must not be empty"), 3, "put");
+        assert_eq!(invalid.code, tonic::Code::InvalidArgument as i32);
+        assert_eq!(invalid.message, "writes[3].put.key: must not be empty");
+        let conflict = write_result(Err(Error::VersionConflict {
+            namespace: "n".into(),
+            key: "k".into(),
+            expected: 1,
+            current: 4,
+        }));
+        assert_eq!(
+            (conflict.code, conflict.version),
+            (tonic::Code::Aborted as i32, 4)
+        );
+        assert!(conflict.message.contains("current version 4"));
+        let late = refused(Error::DeadlineExceeded, 0, "delete");
+        assert_eq!((late.code, late.version), (4, 0));
+        let ok = write_result(Ok(9));
+        assert_eq!((ok.code, ok.message.as_str(), ok.version), (0, "", 9));
     }
 }

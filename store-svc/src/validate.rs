@@ -13,6 +13,8 @@ pub const MAX_NAMESPACE_CHARS: usize = 64;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest scan page; larger requests are served this many.
 pub const MAX_PAGE_SIZE: usize = 1000;
+/// Most writes one BatchWrite may carry.
+pub const MAX_BATCH_WRITES: usize = 1000;
 
 /// A namespace is 1 to 64 characters of `[a-z0-9_-]`.
 pub fn namespace(namespace: &str) -> Result<(), Error> {
@@ -71,6 +73,18 @@ pub fn value(value: &[u8], limit: usize) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// A BatchWrite holds 1 to [`MAX_BATCH_WRITES`] writes.
+pub fn batch_len(len: usize) -> Result<(), Error> {
+    if (1..=MAX_BATCH_WRITES).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "writes",
+            format!("holds {len} writes; send 1 to {MAX_BATCH_WRITES} per call"),
+        ))
+    }
 }
 
 /// 0 means the default; negative is an error; above the maximum is served the maximum.
@@ -206,6 +220,14 @@ mod tests {
     fn values_respect_the_limit() {
         assert!(value(&[0; 10], 10).is_ok());
         assert_eq!(field_of(value(&[0; 11], 10)), "value");
+    }
+
+    #[test]
+    fn batches_hold_1_to_1000_writes() {
+        assert!(batch_len(1).is_ok());
+        assert!(batch_len(MAX_BATCH_WRITES).is_ok());
+        assert_eq!(field_of(batch_len(0)), "writes");
+        assert_eq!(field_of(batch_len(MAX_BATCH_WRITES + 1)), "writes");
     }
 
     #[test]

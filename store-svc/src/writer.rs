@@ -109,8 +109,16 @@ impl Writer {
     /// Queues `write` and waits until it is durable. Refuses at once when the queue is full;
     /// gives up at `deadline`, and then the write is guaranteed never to run.
     pub async fn submit(&self, write: Write, deadline: Deadline) -> Result<u64, Error> {
+        self.enqueue(write, deadline)?.outcome().await
+    }
+
+    /// Queues `write` without waiting: [`Error::QueueFull`] at once when the queue is full,
+    /// [`Error::ShuttingDown`] when the writer is gone. Writes enqueued one after another by
+    /// one caller are applied in that order. Await [`Pending::outcome`] for the result; a
+    /// `Pending` dropped unawaited still runs (unless its deadline passes in the queue).
+    pub fn enqueue(&self, write: Write, deadline: Deadline) -> Result<Pending, Error> {
         let claim = Arc::new(Claim::default());
-        let (reply, mut answer) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         let queued = Queued {
             write,
             deadline: deadline.instant().into_std(),
@@ -127,6 +135,33 @@ impl Writer {
             }
             mpsc::error::TrySendError::Closed(_) => Error::ShuttingDown,
         })?;
+        Ok(Pending {
+            claim,
+            answer,
+            deadline,
+        })
+    }
+}
+
+/// A queued write whose outcome is not known yet; see [`Writer::enqueue`].
+#[must_use = "a pending write runs even if nobody awaits its outcome"]
+#[derive(Debug)]
+pub struct Pending {
+    claim: Arc<Claim>,
+    answer: oneshot::Receiver<Result<u64, Error>>,
+    deadline: Deadline,
+}
+
+impl Pending {
+    /// Waits until the write is durable, or gives up at its deadline: then it either is
+    /// abandoned (guaranteed never to run: [`Error::DeadlineExceeded`]) or the writer had
+    /// already started it, and its real outcome is the answer.
+    pub async fn outcome(self) -> Result<u64, Error> {
+        let Self {
+            claim,
+            mut answer,
+            deadline,
+        } = self;
         tokio::select! {
             biased;
             result = &mut answer => result.unwrap_or(Err(Error::ShuttingDown)),
@@ -263,6 +298,72 @@ mod tests {
         assert!(matches!(result, Err(Error::ShuttingDown)), "{result:?}");
         drop(writer);
         thread.join().await;
+    }
+
+    #[tokio::test]
+    async fn writes_enqueued_together_apply_in_order_and_answer_each_on_its_own() {
+        let (_dir, db, writer, thread) = start(16, 16);
+        let deadline = Deadline::after(Duration::from_secs(10));
+        let pending = [put("k", 0), put("k", 1), put("k", 1), put("other", 0)]
+            .map(|write| writer.enqueue(write, deadline).unwrap());
+        let mut outcomes = Vec::new();
+        for pending in pending {
+            outcomes.push(pending.outcome().await);
+        }
+        assert!(matches!(outcomes[0], Ok(1)), "{outcomes:?}");
+        assert!(matches!(outcomes[1], Ok(2)), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[2], Err(Error::VersionConflict { current: 2, .. })),
+            "{outcomes:?}"
+        );
+        assert!(matches!(outcomes[3], Ok(1)), "{outcomes:?}");
+        drop(writer);
+        thread.join().await;
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().version, 2);
+    }
+
+    #[tokio::test]
+    async fn enqueue_refuses_a_full_queue_at_once_and_an_abandoned_write_can_never_run() {
+        // A queue nobody drains: the test plays the writer thread.
+        let (tx, mut rx) = mpsc::channel(1);
+        let writer = Writer {
+            queue: tx,
+            stats: Arc::default(),
+        };
+        let deadline = Deadline::after(Duration::from_millis(20));
+        let first = writer.enqueue(put("a", 0), deadline).unwrap();
+        let full = writer.enqueue(put("b", 0), deadline);
+        assert!(
+            matches!(full, Err(Error::QueueFull { capacity: 1, .. })),
+            "{full:?}"
+        );
+        assert_eq!(writer.stats.rejected_full.load(Ordering::Relaxed), 1);
+
+        let result = first.outcome().await;
+        assert!(matches!(result, Err(Error::DeadlineExceeded)), "{result:?}");
+        let queued = rx.recv().await.unwrap();
+        assert!(
+            !queued.claim.take(RUNNING),
+            "the writer could still run a write its caller was told never ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_the_writer_claimed_reports_its_real_outcome_past_the_deadline() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let writer = Writer {
+            queue: tx,
+            stats: Arc::default(),
+        };
+        let pending = writer
+            .enqueue(put("a", 0), Deadline::after(Duration::from_millis(20)))
+            .unwrap();
+        let queued = rx.recv().await.unwrap();
+        assert!(queued.claim.take(RUNNING));
+        let outcome = tokio::spawn(pending.outcome());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queued.reply.send(Ok(7)).unwrap();
+        assert!(matches!(outcome.await.unwrap(), Ok(7)));
     }
 
     #[test]
