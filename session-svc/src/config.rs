@@ -5,7 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 use clap::Parser;
 use store_svc::kit::{duration, telemetry::LogFormat};
 
-use crate::{domain::discount::DEFAULT_CATALOG, runtime::Settings};
+use crate::{
+    domain::discount::DEFAULT_CATALOG,
+    runtime::{Settings, batcher::BatchSettings},
+};
 
 /// One live, supervised, persistent actor per (kind, key), over gRPC.
 #[derive(Debug, Clone, Parser)]
@@ -87,12 +90,32 @@ pub struct Config {
     )]
     pub discounts: String,
 
+    /// Writes to store-svc sent together in one BatchWrite at most; 1 sends each write as
+    /// its own Put (no batching).
+    #[arg(long, env = "SESSION_STORE_BATCH_WRITES", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub store_batch_writes: u32,
+
+    /// BatchWrite calls to store-svc outstanding at once; while all are out, the next batch
+    /// gathers.
+    #[arg(long, env = "SESSION_STORE_BATCHES_IN_FLIGHT", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub store_batches_in_flight: u32,
+
     /// How long a SIGTERM may take: drain requests and mailboxes, exit.
     #[arg(long, env = "SESSION_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
     pub grace_period: Duration,
 }
 
 impl Config {
+    /// How writes to store-svc are batched; `None` when every write is its own call.
+    pub fn store_batching(&self) -> Option<BatchSettings> {
+        (self.store_batch_writes > 1).then_some(BatchSettings {
+            max_writes: self.store_batch_writes as usize,
+            in_flight: self.store_batches_in_flight as usize,
+        })
+    }
+
     /// The runtime settings of a kind whose actors passivate after `idle_timeout`.
     pub fn runtime_settings(&self, idle_timeout: Duration) -> Settings {
         Settings {
@@ -121,6 +144,10 @@ mod tests {
         assert_eq!(config.todo_idle_timeout, Duration::from_secs(600));
         assert_eq!(config.default_deadline, Duration::from_secs(5));
         assert_eq!(config.admin_token, None);
+        assert_eq!(config.store_batching(), Some(BatchSettings::default()));
+        let unbatched =
+            Config::try_parse_from(["session-svc", "--store-batch-writes", "1"]).unwrap();
+        assert_eq!(unbatched.store_batching(), None);
     }
 
     #[test]
@@ -130,6 +157,9 @@ mod tests {
             ["--cart-idle-timeout", "30"],
             ["--listen", "localhost"],
             ["--max-actors", "0"],
+            ["--store-batch-writes", "0"],
+            ["--store-batch-writes", "1001"],
+            ["--store-batches-in-flight", "0"],
         ] {
             assert!(
                 Config::try_parse_from(["session-svc", bad[0], bad[1]]).is_err(),

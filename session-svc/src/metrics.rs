@@ -1,21 +1,31 @@
-//! session-svc's `/metrics`: live actors against the cap, per kind.
+//! session-svc's `/metrics`: live actors against the cap, per kind, and the store write
+//! batcher's counters.
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, atomic::Ordering},
+};
 
 use store_svc::kit::metrics::Render;
 
-use crate::runtime::{ActorStatus, Actors};
+use crate::runtime::{ActorStatus, Actors, batcher::BatchStats};
 
 /// Renders the runtime's gauges in the Prometheus text format.
 pub struct SessionMetrics {
     /// The cross-kind registry view.
     actors: Arc<Actors>,
+    /// The store write batcher's counters, when writes are batched.
+    store_batches: Option<Arc<BatchStats>>,
 }
 
 impl SessionMetrics {
-    /// Metrics of `actors`.
-    pub fn new(actors: Arc<Actors>) -> Self {
-        Self { actors }
+    /// Metrics of `actors` and of the store write batcher.
+    pub fn new(actors: Arc<Actors>, store_batches: Option<Arc<BatchStats>>) -> Self {
+        Self {
+            actors,
+            store_batches,
+        }
     }
 }
 
@@ -44,5 +54,17 @@ impl Render for SessionMetrics {
             "# HELP session_actors_max The --max-actors cap.\n# TYPE session_actors_max gauge\nsession_actors_max {}",
             self.actors.max()
         );
+        if let Some(stats) = &self.store_batches {
+            let _ = writeln!(
+                out,
+                "# HELP session_store_batches_total BatchWrite calls sent to store-svc.\n# TYPE session_store_batches_total counter\nsession_store_batches_total {}",
+                stats.batches.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# HELP session_store_batched_writes_total Writes those calls carried.\n# TYPE session_store_batched_writes_total counter\nsession_store_batched_writes_total {}",
+                stats.writes.load(Ordering::Relaxed)
+            );
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::{
     config::Config,
     domain::Catalog,
     metrics::SessionMetrics,
-    runtime::{Actors, Kind, Store},
+    runtime::{Actors, Kind, Store, batcher::BatchStats},
     todo::{TodoApi, TodoEntity},
 };
 
@@ -36,6 +36,8 @@ pub struct SessionServer {
     carts: Kind<CartEntity>,
     /// To-do lists.
     todos: Kind<TodoEntity>,
+    /// What the store write batcher has sent (`None`: writes are not batched).
+    store_batches: Option<Arc<BatchStats>>,
 }
 
 impl SessionServer {
@@ -43,7 +45,7 @@ impl SessionServer {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let catalog = Catalog::parse(&config.discounts)
             .map_err(|e| anyhow::anyhow!("--discounts / SESSION_DISCOUNTS: {e}"))?;
-        let store = Store::connect_lazy(&config.store_addr)
+        let store = Store::connect_lazy(&config.store_addr, config.store_batching())
             .map_err(|e| anyhow::anyhow!("--store-addr / SESSION_STORE_ADDR: {e}"))?;
         Ok(Self::with_store(config, catalog, store))
     }
@@ -51,6 +53,7 @@ impl SessionServer {
     /// Builds the runtime over a given store (the in-memory one in benchmarks).
     pub fn with_store(config: Config, catalog: Catalog, store: Store) -> Self {
         let actors = Actors::new(config.max_actors as usize);
+        let store_batches = store.batch_stats();
         let carts = Kind::new(
             CartEntity {
                 catalog,
@@ -71,6 +74,7 @@ impl SessionServer {
             actors,
             carts,
             todos,
+            store_batches,
         }
     }
 
@@ -91,6 +95,7 @@ impl SessionServer {
             actors,
             carts,
             todos,
+            store_batches,
         } = self;
         let deadline = config.default_deadline;
         let (routes, health) =
@@ -114,7 +119,7 @@ impl SessionServer {
                 AdminAuth::new(config.admin_token.clone()),
             ));
 
-        let render = Arc::new(SessionMetrics::new(actors.clone()));
+        let render = Arc::new(SessionMetrics::new(actors.clone(), store_batches));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
 
         tracing::info!(addr = %listener.local_addr()?, store = %config.store_addr, "session-svc serving");

@@ -297,6 +297,14 @@ fn cpu_time_from_stat(stat: &str) -> Option<Duration> {
     ))
 }
 
+/// A loopback port free right now, for a server's `/metrics` (which does not announce its
+/// address). Another process could take it before the server binds; then startup fails loudly.
+pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
 /// Fetches `GET /metrics` from `addr` (Prometheus text format) and returns its unlabelled
 /// samples by name. Plain HTTP/1.0 over a socket: enough for a benchmark, no client crate.
 pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {

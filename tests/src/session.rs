@@ -141,6 +141,16 @@ impl SessionOptions {
         self.flag("--discounts", catalog)
     }
 
+    /// Sets `--store-batch-writes` (1: every write its own Put).
+    pub fn store_batch_writes(self, writes: usize) -> Self {
+        self.flag("--store-batch-writes", writes)
+    }
+
+    /// Sets `--metrics-listen`.
+    pub fn metrics_listen(self, addr: std::net::SocketAddr) -> Self {
+        self.flag("--metrics-listen", addr)
+    }
+
     /// Sets `--grace-period`.
     pub fn grace_period(self, period: &str) -> Self {
         self.flag("--grace-period", period)

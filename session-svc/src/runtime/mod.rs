@@ -13,9 +13,11 @@
 //! - [`mailbox`]: the bounded mailbox with an atomic close-if-idle.
 //! - [`registry`]: sharded maps, the cross-kind live count, LRU eviction at `max_actors`.
 //! - [`store`]: the store-svc client, deadline-bounded, and its in-memory stand-in.
+//! - [`batcher`]: client-side group commit: concurrent actors' writes share one `BatchWrite`.
 //! - [`panic`]: turning a handler's panic into a crash of one actor.
 
 pub mod actor;
+pub mod batcher;
 pub mod entity;
 pub mod kind;
 pub mod mailbox;

@@ -9,7 +9,8 @@ use std::{
 };
 
 use proto::store::v1::{
-    DeleteRequest, GetRequest, PutRequest, store_service_client::StoreServiceClient,
+    DeleteRequest, GetRequest, PutRequest, Write, store_service_client::StoreServiceClient,
+    write::Operation,
 };
 use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use tonic::{
@@ -18,6 +19,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+use super::batcher::{BatchSettings, BatchStats, Batcher, call_failure};
 use crate::error::Error;
 
 /// How long opening a connection to the store may take before calls fail UNAVAILABLE.
@@ -33,8 +35,9 @@ pub struct Store {
 
 #[derive(Clone, Debug)]
 enum Backend {
-    /// store-svc; tonic multiplexes every actor's calls over one HTTP/2 connection.
-    Remote(StoreServiceClient<Channel>),
+    /// store-svc; tonic multiplexes every actor's calls over one HTTP/2 connection. Writes go
+    /// through the batcher when there is one, else one Put or Delete call each.
+    Remote(StoreServiceClient<Channel>, Option<Batcher>),
     /// A map in this process with the same version rules: for runtime unit tests and the
     /// in-process actor-memory benchmark, never for a server.
     Memory(Arc<Mutex<MemoryMap>>),
@@ -50,17 +53,28 @@ pub struct Stored {
 }
 
 impl Store {
-    /// A client of the store at `addr` (`http://host:port`). Connects on first use.
-    pub fn connect_lazy(addr: &str) -> Result<Self, String> {
+    /// A client of the store at `addr` (`http://host:port`). Connects on first use. Writes are
+    /// batched with `batching`, or sent one call each when it is `None`.
+    pub fn connect_lazy(addr: &str, batching: Option<BatchSettings>) -> Result<Self, String> {
         let endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| format!("bad store address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
+        let client = StoreServiceClient::new(endpoint.connect_lazy());
+        let batcher = batching.map(|settings| Batcher::spawn(client.clone(), settings));
         Ok(Self {
-            backend: Backend::Remote(StoreServiceClient::new(endpoint.connect_lazy())),
+            backend: Backend::Remote(client, batcher),
         })
+    }
+
+    /// What the write batcher has sent, if writes are batched.
+    pub fn batch_stats(&self) -> Option<Arc<BatchStats>> {
+        match &self.backend {
+            Backend::Remote(_, Some(batcher)) => Some(batcher.stats().clone()),
+            _ => None,
+        }
     }
 
     /// A store inside this process (tests and benchmarks only): nothing is durable.
@@ -78,7 +92,7 @@ impl Store {
         deadline: Deadline,
     ) -> Result<Option<Stored>, Error> {
         let mut client = match &self.backend {
-            Backend::Remote(client) => client.clone(),
+            Backend::Remote(client, _) => client.clone(),
             Backend::Memory(map) => {
                 expired(deadline)?;
                 return Ok(lock(map).get(namespace).and_then(|ns| ns.get(key)).cloned());
@@ -107,23 +121,27 @@ impl Store {
         expected_version: u64,
         deadline: Deadline,
     ) -> Result<u64, Error> {
-        let mut client = match &self.backend {
-            Backend::Remote(client) => client.clone(),
-            Backend::Memory(map) => {
-                expired(deadline)?;
-                return memory_write(map, namespace, key, expected_version, Some(value));
-            }
-        };
         let request = PutRequest {
             namespace: namespace.into(),
             key: key.into(),
             value,
             expected_version,
         };
-        call(deadline, client.put(bounded(request, deadline)))
-            .await
-            .map(|response| response.version)
-            .map_err(|status| Error::from_store(&status))
+        match &self.backend {
+            Backend::Remote(_, Some(batcher)) => {
+                batched(batcher, Operation::Put(request), deadline).await
+            }
+            Backend::Remote(client, None) => {
+                call(deadline, client.clone().put(bounded(request, deadline)))
+                    .await
+                    .map(|response| response.version)
+                    .map_err(|status| Error::from_store(&status))
+            }
+            Backend::Memory(map) => {
+                expired(deadline)?;
+                memory_write(map, namespace, key, expected_version, Some(request.value))
+            }
+        }
     }
 
     /// Deletes the record if it is at `expected_version`.
@@ -134,23 +152,45 @@ impl Store {
         expected_version: u64,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let mut client = match &self.backend {
-            Backend::Remote(client) => client.clone(),
-            Backend::Memory(map) => {
-                expired(deadline)?;
-                return memory_write(map, namespace, key, expected_version, None).map(drop);
-            }
-        };
         let request = DeleteRequest {
             namespace: namespace.into(),
             key: key.into(),
             expected_version,
         };
-        call(deadline, client.delete(bounded(request, deadline)))
-            .await
-            .map(drop)
-            .map_err(|status| Error::from_store(&status))
+        match &self.backend {
+            Backend::Remote(_, Some(batcher)) => {
+                batched(batcher, Operation::Delete(request), deadline)
+                    .await
+                    .map(drop)
+            }
+            Backend::Remote(client, None) => {
+                call(deadline, client.clone().delete(bounded(request, deadline)))
+                    .await
+                    .map(drop)
+                    .map_err(|status| Error::from_store(&status))
+            }
+            Backend::Memory(map) => {
+                expired(deadline)?;
+                memory_write(map, namespace, key, expected_version, None).map(drop)
+            }
+        }
     }
+}
+
+/// A write sent with the next batch.
+async fn batched(
+    batcher: &Batcher,
+    operation: Operation,
+    deadline: Deadline,
+) -> Result<u64, Error> {
+    let write = Write {
+        operation: Some(operation),
+        deadline_unix_ms: 0,
+    };
+    batcher
+        .write(write, deadline)
+        .await
+        .map_err(|status| Error::from_store(&status))
 }
 
 /// The in-memory store: namespace → key → record (nested so lookups borrow, never allocate).
@@ -220,15 +260,8 @@ async fn call<T>(
         ));
     }
     match tokio::time::timeout_at(deadline.instant(), call).await {
-        // CANCELLED with time left is a connection torn down under the call (the store died),
-        // not the caller's deadline: report it as the outage it is.
-        Ok(Err(status)) if status.code() == Code::Cancelled && !deadline.expired() => {
-            Err(tonic::Status::unavailable(format!(
-                "the connection to the store broke: {}",
-                status.message()
-            )))
-        }
-        Ok(result) => result.map(tonic::Response::into_inner),
+        Ok(Err(status)) => Err(call_failure(&status, deadline)),
+        Ok(Ok(response)) => Ok(response.into_inner()),
         Err(_) => Err(tonic::Status::deadline_exceeded(
             "the store did not answer before the deadline",
         )),

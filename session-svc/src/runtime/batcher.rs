@@ -1,0 +1,298 @@
+//! Group commit on the client side: the writes of many actors travel to store-svc together.
+//!
+//! Every actor persists its own record, so a busy session-svc has many small writes in flight
+//! at once. Sent as one `Put` each, every write pays for a whole HTTP/2 request at both ends,
+//! which costs more CPU than its share of sled's flush. The batcher queues writes and sends
+//! whatever has gathered as one `BatchWrite`, with at most `in_flight` batches outstanding.
+//! Under light load a write goes out at once, alone; under heavy load the next batch grows
+//! while the earlier ones are on the wire, so the batch size follows the load with no timer.
+//!
+//! Batching changes what a write costs, never its outcome: each write carries its own absolute
+//! deadline (`deadline_unix_ms`, so the store drops it unexecuted once its caller gave up) and
+//! gets its own result. An actor has at most one write in flight, so no reordering can occur
+//! between writes of one key.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use prost::Message as _;
+use proto::store::v1::{BatchWriteRequest, Write, store_service_client::StoreServiceClient};
+use store_svc::kit::deadline::Deadline;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::{Code, Request, Status, transport::Channel};
+
+/// Bytes of writes per `BatchWrite` at most, well under store-svc's 4 MiB decoding limit. A
+/// single larger write still goes, alone.
+const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// How the batcher groups writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Writes per `BatchWrite` at most (1 to 1000).
+    pub max_writes: usize,
+    /// `BatchWrite` calls outstanding at once; while all are out, the next batch gathers.
+    pub in_flight: usize,
+}
+
+/// What the batcher has sent, for `/metrics` and the benchmarks.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    /// `BatchWrite` calls made.
+    pub batches: AtomicU64,
+    /// Writes those calls carried.
+    pub writes: AtomicU64,
+}
+
+/// A write waiting for its batch.
+struct Queued {
+    /// The write, its `deadline_unix_ms` set.
+    write: Write,
+    /// Its caller's deadline.
+    deadline: Deadline,
+    /// Where its result goes.
+    reply: oneshot::Sender<Result<u64, Status>>,
+}
+
+/// A cheap, cloneable handle on the batching task; the task ends when the last handle is gone.
+#[derive(Debug, Clone)]
+pub struct Batcher {
+    /// The queue into the batching task.
+    queue: mpsc::Sender<Queued>,
+    /// Shared with the task.
+    stats: Arc<BatchStats>,
+}
+
+impl Batcher {
+    /// Starts the batching task on the current tokio runtime.
+    pub fn spawn(client: StoreServiceClient<Channel>, settings: BatchSettings) -> Self {
+        let max_writes = settings.max_writes.clamp(1, 1000);
+        let in_flight = settings.in_flight.max(1);
+        // Every live actor has at most one write queued, so this bound is rarely reached; when
+        // it is, callers wait (within their deadlines) rather than queue without limit.
+        let (queue, rx) = mpsc::channel(max_writes * in_flight * 4);
+        let stats = Arc::new(BatchStats::default());
+        tokio::spawn(run(rx, client, max_writes, in_flight, stats.clone()));
+        Self { queue, stats }
+    }
+
+    /// What has been sent so far.
+    pub fn stats(&self) -> &Arc<BatchStats> {
+        &self.stats
+    }
+
+    /// Sends `write` with the next batch and waits for its own result: the version a Put
+    /// created (0 for a Delete), or the status its own Put or Delete call would have had.
+    pub async fn write(&self, mut write: Write, deadline: Deadline) -> Result<u64, Status> {
+        if deadline.expired() {
+            return Err(Status::deadline_exceeded("no time left to call the store"));
+        }
+        write.deadline_unix_ms = deadline.unix_ms();
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            write,
+            deadline,
+            reply,
+        };
+        match tokio::time::timeout_at(deadline.instant(), self.queue.send(queued)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Status::unavailable("session-svc is shutting down")),
+            Err(_) => {
+                // Never queued, so never sent: the write certainly did not happen.
+                return Err(Status::deadline_exceeded(
+                    "the deadline passed while the write waited to be sent to the store",
+                ));
+            }
+        }
+        match tokio::time::timeout_at(deadline.instant(), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Status::unavailable(
+                "the batch carrying this write to the store was lost",
+            )),
+            Err(_) => Err(Status::deadline_exceeded(
+                "the store did not answer before the deadline",
+            )),
+        }
+    }
+}
+
+/// The batching task: gathers what is queued, up to `max_writes`, whenever a slot is free.
+async fn run(
+    mut rx: mpsc::Receiver<Queued>,
+    client: StoreServiceClient<Channel>,
+    max_writes: usize,
+    in_flight: usize,
+    stats: Arc<BatchStats>,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(max_writes);
+        if rx.recv_many(&mut batch, max_writes).await == 0 {
+            return; // Every handle is gone.
+        }
+        let client = client.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            for chunk in split_by_size(batch) {
+                send(client.clone(), chunk, &stats).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Splits `batch` into runs of at most [`MAX_BATCH_BYTES`] (each at least one write).
+fn split_by_size(batch: Vec<Queued>) -> Vec<Vec<Queued>> {
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut bytes = 0;
+    for queued in batch {
+        let len = queued.write.encoded_len();
+        if !chunk.is_empty() && bytes + len > MAX_BATCH_BYTES {
+            chunks.push(std::mem::take(&mut chunk));
+            bytes = 0;
+        }
+        bytes += len;
+        chunk.push(queued);
+    }
+    if !chunk.is_empty() {
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+/// One `BatchWrite`; every write of `chunk` gets its result.
+async fn send(mut client: StoreServiceClient<Channel>, chunk: Vec<Queued>, stats: &BatchStats) {
+    let (writes, waiting): (Vec<_>, Vec<_>) = chunk
+        .into_iter()
+        .filter(|queued| !queued.reply.is_closed()) // Its caller gave up: do not send it.
+        .map(|queued| (queued.write, (queued.deadline, queued.reply)))
+        .unzip();
+    let Some(latest) = waiting.iter().map(|(deadline, _)| deadline.instant()).max() else {
+        return;
+    };
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .writes
+        .fetch_add(writes.len() as u64, Ordering::Relaxed);
+    let count = writes.len();
+    let mut request = Request::new(BatchWriteRequest { writes });
+    // The call lives as long as its longest-lived write; each write's own deadline travels
+    // inside it and the store applies the earlier of the two.
+    request.set_timeout(latest.saturating_duration_since(tokio::time::Instant::now()));
+    let outcome = tokio::time::timeout_at(latest, client.batch_write(request)).await;
+    let results = match outcome {
+        Ok(Ok(response)) => {
+            let results = response.into_inner().results;
+            if results.len() == count {
+                Ok(results)
+            } else {
+                Err(Status::unknown(format!(
+                    "the store answered {} results for {count} writes",
+                    results.len()
+                )))
+            }
+        }
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(Status::deadline_exceeded(
+            "the store did not answer before the deadline",
+        )),
+    };
+    match results {
+        Ok(results) => {
+            for ((_, reply), result) in waiting.into_iter().zip(results) {
+                let outcome = match Code::from_i32(result.code) {
+                    Code::Ok => Ok(result.version),
+                    code => Err(Status::new(code, result.message)),
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        Err(status) => {
+            for (deadline, reply) in waiting {
+                let _ = reply.send(Err(call_failure(&status, deadline)));
+            }
+        }
+    }
+}
+
+/// What a failed `BatchWrite` means for one of its writes. CANCELLED with time left is a
+/// connection torn down under the call (the store died), not the caller's deadline: it is
+/// reported as the outage it is.
+pub(super) fn call_failure(status: &Status, deadline: Deadline) -> Status {
+    if status.code() == Code::Cancelled && !deadline.expired() {
+        Status::unavailable(format!(
+            "the connection to the store broke: {}",
+            status.message()
+        ))
+    } else {
+        Status::new(status.code(), status.message())
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_writes: 256,
+            in_flight: 4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proto::store::v1::{PutRequest, write::Operation};
+
+    use super::*;
+
+    fn queued(value_bytes: usize) -> Queued {
+        let write = Write {
+            operation: Some(Operation::Put(PutRequest {
+                namespace: "cart".into(),
+                key: "k".into(),
+                value: vec![0; value_bytes],
+                expected_version: 0,
+            })),
+            deadline_unix_ms: 0,
+        };
+        Queued {
+            write,
+            deadline: Deadline::after(Duration::from_secs(1)),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn sizes(chunks: &[Vec<Queued>]) -> Vec<usize> {
+        chunks.iter().map(Vec::len).collect()
+    }
+
+    #[test]
+    fn small_writes_share_one_call() {
+        let batch = (0..100).map(|_| queued(100)).collect();
+        assert_eq!(sizes(&split_by_size(batch)), [100]);
+    }
+
+    #[test]
+    fn a_call_carries_at_most_max_batch_bytes_but_at_least_one_write() {
+        let third = MAX_BATCH_BYTES / 3;
+        let batch = vec![
+            queued(third),
+            queued(third),
+            queued(third), // With the framing, this one no longer fits beside the first two.
+            queued(3 * MAX_BATCH_BYTES), // Larger than a call: goes alone.
+            queued(10),
+        ];
+        let chunks = split_by_size(batch);
+        assert_eq!(sizes(&chunks), [2, 1, 1, 1]);
+        for chunk in &chunks[..2] {
+            let bytes: usize = chunk.iter().map(|q| q.write.encoded_len()).sum();
+            assert!(bytes <= MAX_BATCH_BYTES, "{bytes}");
+        }
+    }
+}
