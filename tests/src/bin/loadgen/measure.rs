@@ -38,6 +38,9 @@ pub struct WindowSample {
     pub other_cpu: Option<f64>,
     /// Writes made durable per flush (from store-svc's `/metrics`), when it was scraped.
     pub writes_per_flush: Option<f64>,
+    /// Writes per BatchWrite from session-svc to store-svc (from session-svc's `/metrics`),
+    /// when it was scraped and batched.
+    pub writes_per_batch: Option<f64>,
 }
 
 impl WindowSample {
@@ -92,12 +95,13 @@ fn alternate<T: Copy>(run: u32, pair: [T; 2]) -> [T; 2] {
     }
 }
 
-/// Reads the CPU times of `pids`, this process and the machine, and store-svc's write/flush
-/// counters at `metrics` if given, at the start and end of the measured window.
+/// Reads the CPU times of `pids`, this process and the machine, and the counters of every
+/// `/metrics` endpoint in `metrics` (store-svc's writes per flush, session-svc's writes per
+/// batch), at the start and end of the measured window.
 pub async fn sample_window(
     config: &LoadConfig,
     pids: &[u32],
-    metrics: Option<SocketAddr>,
+    metrics: &[SocketAddr],
 ) -> WindowSample {
     let servers = || -> Vec<Option<Duration>> {
         pids.iter()
@@ -105,10 +109,11 @@ pub async fn sample_window(
             .collect()
     };
     let scrape = || async move {
-        match metrics {
-            Some(addr) => load::scrape_metrics(addr).await.ok(),
-            None => None,
+        let mut all = std::collections::HashMap::new();
+        for &addr in metrics {
+            all.extend(load::scrape_metrics(addr).await.ok()?);
         }
+        Some(all)
     };
     tokio::time::sleep(config.warmup).await;
     let servers_before = servers();
@@ -124,13 +129,17 @@ pub async fn sample_window(
     let percent = |before: Option<Duration>, after: Option<Duration>| {
         Some(100.0 * (after? - before?).as_secs_f64() / config.duration.as_secs_f64())
     };
-    let writes_per_flush = metrics_before
-        .zip(metrics_after)
-        .and_then(|(before, after)| {
-            let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
-            let flushes = delta("store_flushes_total")?;
-            (flushes > 0.0).then_some(delta("store_writes_total")? / flushes)
-        });
+    let ratio = |numerator: &str, denominator: &str| {
+        let (before, after) = (metrics_before.as_ref()?, metrics_after.as_ref()?);
+        let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
+        let denominator = delta(denominator)?;
+        (denominator > 0.0).then_some(delta(numerator)? / denominator)
+    };
+    let writes_per_flush = ratio("store_writes_total", "store_flushes_total");
+    let writes_per_batch = ratio(
+        "session_store_batched_writes_total",
+        "session_store_batches_total",
+    );
     let server_cpu: Vec<Option<f64>> = servers_before
         .into_iter()
         .zip(servers_after)
@@ -146,6 +155,7 @@ pub async fn sample_window(
         loadgen_cpu,
         other_cpu,
         writes_per_flush,
+        writes_per_batch,
     }
 }
 

@@ -1,7 +1,5 @@
 //! The processes a benchmark drives: finding their binaries, starting them, connecting.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-
 use anyhow::Context;
 use tests::{ServiceCommand, ServiceProcess, StoreProcess, locate_binary};
 use tonic::transport::Channel;
@@ -24,10 +22,11 @@ pub fn require_binaries(binaries: &[(&str, &str)]) -> anyhow::Result<()> {
 }
 
 /// Starts session-svc in front of `store`: its defaults (no inherited `SESSION_*` setting),
-/// but `--log-limit` when `log_limit` is given.
+/// but `--log-limit` when `log_limit` is given, and then `extra_args`.
 pub async fn spawn_session_svc(
     store: &StoreProcess,
     log_limit: Option<u32>,
+    extra_args: &[String],
 ) -> anyhow::Result<ServiceProcess> {
     let program = locate_binary(SESSION_BINARY.0, SESSION_BINARY.1)?;
     let command = ServiceCommand::new(program)
@@ -40,6 +39,9 @@ pub async fn spawn_session_svc(
         Some(entries) => command.arg("--log-limit").arg(entries.to_string()),
         None => command,
     };
+    let command = extra_args
+        .iter()
+        .fold(command, |command, arg| command.arg(arg));
     ServiceProcess::spawn(&command)
         .await
         .context("starting session-svc")
@@ -56,11 +58,4 @@ pub async fn connect(service: &ServiceProcess, count: u32) -> anyhow::Result<Vec
         channels.push(channel);
     }
     Ok(channels)
-}
-
-/// A loopback port free right now, for store-svc's `/metrics` (which does not announce its
-/// address). Another process could take it before store-svc binds; then startup fails loudly.
-pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
-    Ok(listener.local_addr()?)
 }

@@ -1,5 +1,5 @@
-//! `session-add-item`: durable AddItem end to end (session-svc → store-svc), with direct
-//! store-svc Puts of a cart's size as the baseline.
+//! `session-add-item`: durable AddItem end to end (session-svc → store-svc), with session-svc's
+//! writes to the store batched (its default) against the same with one Put call per write.
 
 use std::sync::Arc;
 
@@ -9,9 +9,12 @@ use prost::Message;
 use proto::session::v1::GetSessionRequest;
 use tests::{
     StoreOptions, StoreProcess,
-    load::{self, Call, LoadReport},
+    load::{self, Call, LoadReport, free_loopback_addr},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
+
+/// session-svc's flag that turns write batching off: every write its own Put call.
+const UNBATCHED: &str = "--store-batch-writes=1";
 
 use crate::{
     LoadArgs,
@@ -21,13 +24,11 @@ use crate::{
         Layout, median_of, met, ops, p99, per_flush, percent, print_header_end, print_header_start,
         print_summary,
     },
-    servers::{SESSION_BINARY, free_loopback_addr, require_binaries, spawn_session_svc},
-    store_put::drive_puts,
+    servers::{SESSION_BINARY, require_binaries, spawn_session_svc},
 };
 
-/// AddItems on one cart before its size is taken for the Put baseline (at least): past
-/// session-svc's default log limit (100 entries), so the cart is as large as it gets in a long
-/// measurement.
+/// AddItems on one cart before its size is taken (at least): past session-svc's default log
+/// limit (100 entries), so the cart is as large as it gets in a long measurement.
 const CALIBRATION_ADDS: u32 = 200;
 
 #[derive(Debug, Args)]
@@ -47,19 +48,20 @@ pub struct SessionAddItem {
 /// What `session-add-item` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Writer {
-    /// AddItem through session-svc (which Puts the cart to store-svc before answering).
-    AddItem,
-    /// Direct store-svc Puts of a cart-sized value: the cost without session-svc.
-    StorePut,
+    /// AddItem through session-svc on its defaults: concurrent actors' cart writes share one
+    /// BatchWrite to store-svc.
+    Batched,
+    /// The same with `--store-batch-writes=1`: each cart write is its own Put call.
+    Unbatched,
 }
 
 impl Target for Writer {
-    const PAIR: [Self; 2] = [Writer::AddItem, Writer::StorePut];
+    const PAIR: [Self; 2] = [Writer::Batched, Writer::Unbatched];
 
     fn label(self) -> &'static str {
         match self {
-            Writer::AddItem => "session-svc AddItem",
-            Writer::StorePut => "store-svc Put (baseline)",
+            Writer::Batched => "AddItem, writes batched (default)",
+            Writer::Unbatched => "AddItem, one Put per write",
         }
     }
 }
@@ -67,6 +69,7 @@ impl Target for Writer {
 const LAYOUT: Layout<Writer> = Layout {
     target_column: "target",
     extra_columns: &[
+        "writes/batch",
         "writes/flush",
         "session-svc CPU",
         "store-svc CPU",
@@ -75,7 +78,7 @@ const LAYOUT: Layout<Writer> = Layout {
     ],
     extra_cells: run_cells,
     request: "request",
-    ratio: "AddItem / direct Put",
+    ratio: "batched / unbatched",
     ratio_decimals: 2,
     ratio_unit: "",
 };
@@ -93,17 +96,12 @@ pub async fn run(args: SessionAddItem) -> anyhow::Result<()> {
     print_header(&args, cart_bytes);
     let results = measure_runs("session-add-item", args.load.runs, &LAYOUT, |target| {
         let args = &args;
-        async move {
-            match target {
-                Writer::AddItem => drive_add_items(args).await,
-                Writer::StorePut => drive_puts(StoreOptions::new(), &args.load, cart_bytes).await,
-            }
-        }
+        async move { drive_add_items(args, target).await }
     })
     .await?;
     print_summary(&LAYOUT, args.load.runs, &results);
-    let add_ops = median_of(&results, Writer::AddItem, ops).unwrap_or(0.0);
-    let add_p99 = median_of(&results, Writer::AddItem, p99);
+    let add_ops = median_of(&results, Writer::Batched, ops).unwrap_or(0.0);
+    let add_p99 = median_of(&results, Writer::Batched, p99);
     println!(
         "Targets of issue 3 (durable writes, stated for 256 clients): ≥ 15,000 ops/s {}; \
          p99 ≤ 20 ms {}.",
@@ -113,19 +111,27 @@ pub async fn run(args: SessionAddItem) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a fresh store-svc (defaults, plus `/metrics`) and session-svc, gives every client
-/// its own session, and drives AddItem of quantity 1 over `skus` rotating skus. The sample's
-/// servers are session-svc, then store-svc.
-async fn drive_add_items(args: &SessionAddItem) -> anyhow::Result<(LoadReport, WindowSample)> {
-    let metrics_addr = free_loopback_addr()?;
+/// Starts a fresh store-svc (defaults, plus `/metrics`) and session-svc (batching as `writer`
+/// says, plus `/metrics`), gives every client its own session, and drives AddItem of quantity 1
+/// over `skus` rotating skus. The sample's servers are session-svc, then store-svc.
+async fn drive_add_items(
+    args: &SessionAddItem,
+    writer: Writer,
+) -> anyhow::Result<(LoadReport, WindowSample)> {
+    let store_metrics = free_loopback_addr()?;
     let store = StoreProcess::spawn(
         StoreOptions::new()
             .arg("--metrics-listen")
-            .arg(metrics_addr.to_string()),
+            .arg(store_metrics.to_string()),
     )
     .await
     .context("starting store-svc")?;
-    let session = spawn_session_svc(&store, args.log_limit).await?;
+    let session_metrics = free_loopback_addr()?;
+    let mut session_args = vec![format!("--metrics-listen={session_metrics}")];
+    if writer == Writer::Unbatched {
+        session_args.push(UNBATCHED.to_owned());
+    }
+    let session = spawn_session_svc(&store, args.log_limit, &session_args).await?;
     let carts = cart_clients(&session, args.load.connections).await?;
     let keys = start_sessions(&carts, args.load.clients as usize, 0).await?;
     let carts = Arc::new(carts);
@@ -137,19 +143,20 @@ async fn drive_add_items(args: &SessionAddItem) -> anyhow::Result<(LoadReport, W
         async move { client.add_item(add).await.map(drop) }
     };
     let pids = [session.pid(), store.pid()];
+    let metrics = [store_metrics, session_metrics];
     Ok(tokio::join!(
         load::run_closed_loop(&config, request),
-        sample_window(&config, &pids, Some(metrics_addr)),
+        sample_window(&config, &pids, &metrics),
     ))
 }
 
 /// The encoded size of a cart that has had [`CALIBRATION_ADDS`] AddItems over `--skus` skus:
-/// what session-svc Puts per AddItem once a cart's log is full, and so the baseline's value size.
+/// about what session-svc writes per AddItem once a cart's log is full.
 async fn steady_cart_bytes(args: &SessionAddItem) -> anyhow::Result<usize> {
     let store = StoreProcess::spawn(StoreOptions::new())
         .await
         .context("starting store-svc")?;
-    let session = spawn_session_svc(&store, args.log_limit).await?;
+    let session = spawn_session_svc(&store, args.log_limit, &[]).await?;
     let skus = args.skus;
     let adds = calibration_adds(args);
     let mut cart = cart_clients(&session, 1).await?.remove(0);
@@ -174,23 +181,22 @@ fn calibration_adds(args: &SessionAddItem) -> u32 {
 
 fn print_header(args: &SessionAddItem, cart_bytes: usize) {
     print_header_start(
-        "session-svc durable writes: AddItem end to end vs direct store-svc Put",
+        "session-svc durable writes: AddItem end to end, store writes batched vs unbatched",
         "store-svc, session-svc and loadgen",
     );
     let session_flags = args
         .log_limit
         .map_or("defaults".to_owned(), |n| format!("`--log-limit {n}`"));
     println!(
-        "- AddItem: a fresh store-svc (defaults: group commit) and session-svc ({session_flags}) \
-         per run; each client starts its own session before the warm-up, then loops AddItem of \
-         quantity 1 over {} rotating skus (the same sku adds up), no request_id; every OK means \
-         the cart was Put to store-svc and flushed",
+        "- each run: a fresh store-svc (defaults: group commit) and session-svc ({session_flags}; \
+         unbatched adds `{UNBATCHED}`); each client starts its own session before the warm-up, \
+         then loops AddItem of quantity 1 over {} rotating skus (the same sku adds up), no \
+         request_id; every OK means the cart was written to store-svc and flushed",
         args.skus
     );
     println!(
-        "- baseline: a fresh store-svc (same defaults) per run, Puts of fresh keys with a \
-         {cart_bytes}-byte value: the encoded size of a cart after {} AddItems over {} skus \
-         (its event log full), i.e. about what session-svc Puts per AddItem in steady state",
+        "- a cart is {cart_bytes} bytes once its event log is full (after {} AddItems over {} \
+         skus): about what session-svc writes per AddItem in steady state",
         calibration_adds(args),
         args.skus
     );
@@ -205,23 +211,19 @@ fn print_header(args: &SessionAddItem, cart_bytes: usize) {
     );
     println!(
         "- latency: from sending the request to its OK (durable); CPU in % of one core over the \
-         measured window (– where the process is not running); \"other CPU\" is everything else \
-         on the machine (noise)"
+         measured window; \"other CPU\" is everything else on the machine (noise)"
     );
     print_header_end();
 }
 
-/// A run row's cells after the common ones: session-svc's CPU is `–` when only store-svc runs.
+/// A run row's cells after the common ones.
 fn run_cells(measured: &Measured<Writer>) -> Vec<String> {
     let window = &measured.window;
-    let (session_cpu, store_cpu) = match measured.target {
-        Writer::AddItem => (percent(window.cpu(0)), percent(window.cpu(1))),
-        Writer::StorePut => ("–".to_owned(), percent(window.cpu(0))),
-    };
     vec![
+        per_flush(window.writes_per_batch),
         per_flush(window.writes_per_flush),
-        session_cpu,
-        store_cpu,
+        percent(window.cpu(0)),
+        percent(window.cpu(1)),
         percent(window.loadgen_cpu),
         percent(window.other_cpu),
     ]

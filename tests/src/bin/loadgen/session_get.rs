@@ -99,7 +99,7 @@ pub async fn run(args: SessionGet) -> anyhow::Result<()> {
     let store = StoreProcess::spawn(StoreOptions::new())
         .await
         .context("starting store-svc")?;
-    let session = spawn_session_svc(&store, None).await?;
+    let session = spawn_session_svc(&store, None, &[]).await?;
     let carts = cart_clients(&session, args.load.connections).await?;
     let keys = start_sessions(&carts, args.sessions as usize, ITEMS_PER_READ_SESSION).await?;
     // The echo server answers with a real session, so both reply with the same bytes.
@@ -170,7 +170,7 @@ async fn drive_gets(
     };
     Ok(tokio::join!(
         load::run_closed_loop(&config, request),
-        sample_window(&config, pids, None),
+        sample_window(&config, pids, &[]),
     ))
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 use proto::store::v1::PutRequest;
 use tests::{
     StoreClient, StoreOptions, StoreProcess,
-    load::{self, Call, LoadReport},
+    load::{self, Call, LoadReport, free_loopback_addr},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
 use tonic::Code;
@@ -20,7 +20,7 @@ use crate::{
         Layout, median_of, met, ops, p99, per_flush, percent, print_header_end, print_header_start,
         print_summary,
     },
-    servers::{connect, free_loopback_addr, require_binaries},
+    servers::{connect, require_binaries},
 };
 
 /// The namespace every benchmark key lives in.
@@ -138,9 +138,10 @@ pub async fn drive_puts(
         async move { client.put(put).await.map(|_| ()) }
     };
     let pids = [store.pid()];
+    let metrics = [metrics_addr];
     Ok(tokio::join!(
         load::run_closed_loop(&config, request),
-        sample_window(&config, &pids, Some(metrics_addr)),
+        sample_window(&config, &pids, &metrics),
     ))
 }
 
