@@ -1,5 +1,8 @@
-//! Generated code for the project's gRPC APIs, and the encoded descriptor set that server
-//! reflection serves. Nothing else lives here: the `.proto` files are the source of truth.
+//! Generated code for the project's gRPC APIs, the encoded descriptor set that server
+//! reflection serves, and the codec every generated client and server uses. The `.proto` files
+//! are the source of truth.
+
+pub mod codec;
 
 /// `store.v1`: versioned key/value with compare-and-swap, served by store-svc.
 pub mod store {
