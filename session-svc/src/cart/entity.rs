@@ -1,5 +1,6 @@
 //! The cart kind: seed 001's shopping `Session` process, as an [`Entity`] of the runtime.
 
+use bytes::Bytes;
 use prost::Message;
 use proto::session::v1 as pb;
 
@@ -89,8 +90,9 @@ impl Command for CartCommand {
 /// What a cart actor answers.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CartReply {
-    /// The session after the command.
-    Session(pb::Session),
+    /// The session after the command, and its exact encoding once the actor has written it
+    /// to the store ([`Entity::keep_written`]): the server sends those bytes as they are.
+    Session(pb::Session, Option<Bytes>),
     /// The order Checkout made.
     Order(pb::Order),
 }
@@ -125,7 +127,8 @@ impl Entity for CartEntity {
     fn encode_reply(&self, reply: &CartReply) -> Vec<u8> {
         // One tag byte tells the two reply messages apart.
         let (tag, body) = match reply {
-            CartReply::Session(session) => (1u8, session.encode_to_vec()),
+            CartReply::Session(_, Some(encoded)) => (1u8, encoded.to_vec()),
+            CartReply::Session(session, None) => (1u8, session.encode_to_vec()),
             CartReply::Order(order) => (2u8, order.encode_to_vec()),
         };
         let mut bytes = Vec::with_capacity(body.len() + 1);
@@ -136,7 +139,9 @@ impl Entity for CartEntity {
 
     fn decode_reply(&self, bytes: &[u8]) -> Result<CartReply, String> {
         match bytes.split_first() {
-            Some((1, body)) => pb::Session::decode(body).map(CartReply::Session),
+            Some((1, body)) => {
+                pb::Session::decode(body).map(|session| CartReply::Session(session, None))
+            }
             Some((2, body)) => pb::Order::decode(body).map(CartReply::Order),
             _ => return Err("unknown reply tag".into()),
         }
@@ -161,8 +166,17 @@ impl Entity for CartEntity {
         match reply {
             // The reply is the cart's stored form already (its version field is ignored on
             // load): encode it rather than convert the cart a second time.
-            CartReply::Session(session) => session.encode_to_vec(),
+            CartReply::Session(_, Some(encoded)) => encoded.to_vec(),
+            CartReply::Session(session, None) => session.encode_to_vec(),
             CartReply::Order(_) => self.encode_state(cart),
+        }
+    }
+
+    fn keep_written(&self, reply: CartReply, written: Bytes) -> CartReply {
+        match reply {
+            // encode_written encoded exactly this session: it can go to the client as is.
+            CartReply::Session(session, _) => CartReply::Session(session, Some(written)),
+            order => order,
         }
     }
 
@@ -178,7 +192,8 @@ impl Entity for CartEntity {
             log_limit: self.log_limit,
         };
         let next = ctx.version + 1;
-        let session = |cart: &Cart, version| CartReply::Session(convert::session(cart, version));
+        let session =
+            |cart: &Cart, version| CartReply::Session(convert::session(cart, version), None);
         let written = |cart: &Cart| Step::Write {
             reply: session(cart, next),
             side_writes: vec![],
@@ -237,5 +252,74 @@ impl Entity for CartEntity {
                 written(cart)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use store_svc::kit::deadline::Deadline;
+
+    use super::*;
+    use crate::{
+        domain::{Catalog, Currency, Money},
+        runtime::{Actors, Kind, Settings, Store},
+    };
+
+    fn carts() -> Kind<CartEntity> {
+        let entity = CartEntity {
+            catalog: Catalog::default(),
+            log_limit: 10,
+        };
+        Kind::new(
+            entity,
+            Store::in_memory(),
+            Settings::default(),
+            Actors::new(8),
+        )
+    }
+
+    fn add(request_id: &str) -> CartCommand {
+        CartCommand::AddItem {
+            sku: "A1".into(),
+            name: "Rocket".into(),
+            quantity: 2,
+            unit_price: Money::new(Currency::parse("USD").unwrap(), 1999),
+            request_id: Some(request_id.into()),
+        }
+    }
+
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_written_session_comes_back_with_exactly_its_encoding_and_a_read_without() {
+        let carts = carts();
+        let start = CartCommand::Start(StartArgs {
+            key: "k".into(),
+            domain: "shop.example".into(),
+            landing: String::new(),
+            ip: String::new(),
+            member_id: String::new(),
+        });
+        carts.call("k", start, soon()).await.unwrap();
+
+        let CartReply::Session(session, Some(encoded)) =
+            carts.call("k", add("r-1"), soon()).await.unwrap()
+        else {
+            panic!("a write answers with the encoding it stored");
+        };
+        assert_eq!(encoded.as_ref(), session.encode_to_vec().as_slice());
+        assert_eq!(session.version, 2);
+        assert_eq!(session.items[0].quantity, 2);
+
+        // A read encodes nothing ahead, and sees the same session.
+        let read = carts.call("k", CartCommand::Get, soon()).await.unwrap();
+        assert_eq!(read, CartReply::Session(session.clone(), None));
+        // A retry is answered from the remembered reply: the same session.
+        let retried = carts.call("k", add("r-1"), soon()).await.unwrap();
+        assert_eq!(retried, CartReply::Session(session, None));
     }
 }

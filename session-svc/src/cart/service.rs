@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::session::v1::{self as pb, cart_service_server::CartService};
-use store_svc::kit::deadline::Deadline;
+use store_svc::kit::{deadline::Deadline, wire::PreEncoded};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -45,7 +45,14 @@ impl CartApi {
         command: CartCommand,
     ) -> Result<Response<pb::Session>, Status> {
         match self.call(request, key, command).await? {
-            CartReply::Session(session) => Ok(Response::new(session)),
+            CartReply::Session(session, encoded) => {
+                let mut response = Response::new(session);
+                if let Some(encoded) = encoded {
+                    // The bytes just written to the store: sent as they are, not encoded again.
+                    response.extensions_mut().insert(PreEncoded(encoded));
+                }
+                Ok(response)
+            }
             CartReply::Order(_) => Err(Status::internal(
                 "expected a session, the actor answered an order",
             )),
@@ -167,7 +174,7 @@ impl CartService for CartApi {
         let key = r.key.clone();
         match self.call(&request, &key, command).await? {
             CartReply::Order(order) => Ok(Response::new(order)),
-            CartReply::Session(_) => Err(Status::internal(
+            CartReply::Session(..) => Err(Status::internal(
                 "expected an order, the actor answered a session",
             )),
         }

@@ -9,6 +9,7 @@
 
 use std::{collections::VecDeque, sync::Arc, sync::atomic::Ordering};
 
+use bytes::Bytes;
 use prost::Message as _;
 use proto::session::v1::{ActorRecord, RecentRequest};
 use store_svc::kit::deadline::Deadline;
@@ -37,16 +38,17 @@ struct Loaded<E: Entity> {
 }
 
 /// Writes what a command changed: the side records first (create-if-absent), then the
-/// actor's record with the version it last read. On success `loaded` is at the new version.
+/// actor's record with the version it last read. On success `loaded` is at the new version,
+/// and the reply comes back with the state's encoding kept ([`Entity::keep_written`]).
 async fn persist<E: Entity>(
     inner: &Inner<E>,
     key: &str,
     loaded: &mut Loaded<E>,
     request_id: Option<String>,
-    reply: &E::Reply,
+    reply: E::Reply,
     side_writes: Vec<SideWrite>,
     deadline: Deadline,
-) -> Result<(), Error> {
+) -> Result<E::Reply, Error> {
     for write in side_writes {
         // Create-if-absent with a key derived from the command: already there means a retry
         // after a crash between the two writes, and it counts as written.
@@ -59,23 +61,25 @@ async fn persist<E: Entity>(
             Err(error) => return Err(error),
         }
     }
+    let state = loaded
+        .state
+        .as_ref()
+        .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
+    let written = Bytes::from(inner.entity.encode_written(state, &reply));
+    let reply = inner.entity.keep_written(reply, written.clone());
     if let Some(request_id) = request_id {
-        let reply = inner.entity.encode_reply(reply);
+        let reply = inner.entity.encode_reply(&reply);
         loaded.recent.push_back(RecentRequest { request_id, reply });
         while loaded.recent.len() > inner.settings.recent_requests {
             loaded.recent.pop_front();
         }
     }
-    let state = loaded
-        .state
-        .as_ref()
-        .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
-    let record = encode_record(&inner.entity.encode_written(state, reply), &loaded.recent);
+    let record = encode_record(&written, &loaded.recent);
     loaded.version = inner
         .store
         .put(E::KIND, key, record, loaded.version, deadline)
         .await?;
-    Ok(())
+    Ok(reply)
 }
 
 /// `session.v1.ActorRecord`, encoded field by field so the remembered replies are not cloned.
@@ -268,13 +272,13 @@ impl<E: Entity> Actor<E> {
             &self.key,
             loaded,
             request_id,
-            &reply,
+            reply,
             side_writes,
             deadline,
         )
         .await;
         match written {
-            Ok(()) => {
+            Ok(reply) => {
                 self.publish();
                 Ok(reply)
             }

@@ -12,6 +12,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
+
 use crate::error::Error;
 
 /// What handling one command produced.
@@ -87,6 +89,12 @@ pub trait Entity: Send + Sync + 'static {
     /// converting the state a second time.
     fn encode_written(&self, state: &Self::State, _reply: &Self::Reply) -> Vec<u8> {
         self.encode_state(state)
+    }
+    /// Hands back `reply` once `written`, the bytes [`Entity::encode_written`] produced for
+    /// it, are durable. A kind whose reply is its stored form keeps them in the reply, so that
+    /// the server sends them as they are instead of encoding the reply a second time.
+    fn keep_written(&self, reply: Self::Reply, _written: Bytes) -> Self::Reply {
+        reply
     }
     /// Encodes a reply, so that a retried request id can be answered after a restart.
     fn encode_reply(&self, reply: &Self::Reply) -> Vec<u8>;

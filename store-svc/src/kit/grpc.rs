@@ -9,7 +9,7 @@ use tonic::{
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::deadline::DeadlineLayer;
+use super::{deadline::DeadlineLayer, wire::PreEncodedLayer};
 
 /// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
 /// any age can list and call) over the given encoded descriptor sets, listing only
@@ -74,6 +74,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(DeadlineLayer::new(default_deadline))
+        .layer(PreEncodedLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
     let cutoff = async move {
