@@ -14,14 +14,18 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use prost::Message as _;
-use proto::store::v1::{BatchWriteRequest, Write, store_service_client::StoreServiceClient};
+use proto::store::v1::{
+    BatchWriteRequest, Write, store_service_client::StoreServiceClient, write::Operation,
+};
 use store_svc::kit::deadline::Deadline;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Code, Request, Status, transport::Channel};
+
+use super::store::{bounded, call};
 
 /// Bytes of writes per `BatchWrite` at most, well under store-svc's 4 MiB decoding limit. A
 /// single larger write still goes, alone.
@@ -73,7 +77,12 @@ impl Batcher {
         // it is, callers wait (within their deadlines) rather than queue without limit.
         let (queue, rx) = mpsc::channel(max_writes * in_flight * 4);
         let stats = Arc::new(BatchStats::default());
-        tokio::spawn(run(rx, client, max_writes, in_flight, stats.clone()));
+        let shared = Arc::new(Shared {
+            client,
+            stats: stats.clone(),
+            no_batch_write: AtomicBool::new(false),
+        });
+        tokio::spawn(run(rx, shared, max_writes, in_flight));
         Self { queue, stats }
     }
 
@@ -117,13 +126,23 @@ impl Batcher {
     }
 }
 
+/// What every batch's task shares.
+struct Shared {
+    /// The store.
+    client: StoreServiceClient<Channel>,
+    /// What has been sent.
+    stats: Arc<BatchStats>,
+    /// Set once store-svc answered BatchWrite with UNIMPLEMENTED (a store older than this
+    /// session-svc, say mid rolling upgrade): from then on each write goes as its own call.
+    no_batch_write: AtomicBool,
+}
+
 /// The batching task: gathers what is queued, up to `max_writes`, whenever a slot is free.
 async fn run(
     mut rx: mpsc::Receiver<Queued>,
-    client: StoreServiceClient<Channel>,
+    shared: Arc<Shared>,
     max_writes: usize,
     in_flight: usize,
-    stats: Arc<BatchStats>,
 ) {
     let slots = Arc::new(Semaphore::new(in_flight));
     loop {
@@ -134,11 +153,10 @@ async fn run(
         if rx.recv_many(&mut batch, max_writes).await == 0 {
             return; // Every handle is gone.
         }
-        let client = client.clone();
-        let stats = stats.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             for chunk in split_by_size(batch) {
-                send(client.clone(), chunk, &stats).await;
+                send(&shared, chunk).await;
             }
             drop(slot);
         });
@@ -165,18 +183,26 @@ fn split_by_size(batch: Vec<Queued>) -> Vec<Vec<Queued>> {
     chunks
 }
 
-/// One `BatchWrite`; every write of `chunk` gets its result.
-async fn send(mut client: StoreServiceClient<Channel>, chunk: Vec<Queued>, stats: &BatchStats) {
+/// One `BatchWrite` (or one call per write, for a store without it); every write of `chunk`
+/// gets its result.
+async fn send(shared: &Shared, chunk: Vec<Queued>) {
+    // A write whose caller gave up is not sent.
+    let chunk = chunk.into_iter().filter(|queued| !queued.reply.is_closed());
+    if shared.no_batch_write.load(Ordering::Relaxed) {
+        for queued in chunk {
+            tokio::spawn(send_alone(shared.client.clone(), queued));
+        }
+        return;
+    }
     let (writes, waiting): (Vec<_>, Vec<_>) = chunk
-        .into_iter()
-        .filter(|queued| !queued.reply.is_closed()) // Its caller gave up: do not send it.
         .map(|queued| (queued.write, (queued.deadline, queued.reply)))
         .unzip();
     let Some(latest) = waiting.iter().map(|(deadline, _)| deadline.instant()).max() else {
         return;
     };
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
+    shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+    shared
+        .stats
         .writes
         .fetch_add(writes.len() as u64, Ordering::Relaxed);
     let count = writes.len();
@@ -184,6 +210,7 @@ async fn send(mut client: StoreServiceClient<Channel>, chunk: Vec<Queued>, stats
     // The call lives as long as its longest-lived write; each write's own deadline travels
     // inside it and the store applies the earlier of the two.
     request.set_timeout(latest.saturating_duration_since(tokio::time::Instant::now()));
+    let mut client = shared.client.clone();
     let outcome = tokio::time::timeout_at(latest, client.batch_write(request)).await;
     let results = match outcome {
         Ok(Ok(response)) => {
@@ -196,6 +223,19 @@ async fn send(mut client: StoreServiceClient<Channel>, chunk: Vec<Queued>, stats
                     results.len()
                 )))
             }
+        }
+        Ok(Err(status)) if status.code() == Code::Unimplemented => {
+            if !shared.no_batch_write.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    %status,
+                    "store-svc has no BatchWrite (older than this session-svc?): sending each \
+                     write as its own call from now on"
+                );
+            }
+            Err(Status::unavailable(
+                "store-svc does not offer BatchWrite (is it older than session-svc?): this write \
+                 was not applied; retry, later writes go one call each",
+            ))
         }
         Ok(Err(status)) => Err(status),
         Err(_) => Err(Status::deadline_exceeded(
@@ -218,6 +258,27 @@ async fn send(mut client: StoreServiceClient<Channel>, chunk: Vec<Queued>, stats
             }
         }
     }
+}
+
+/// Sends one write as its own Put or Delete call, for a store without `BatchWrite`.
+async fn send_alone(mut client: StoreServiceClient<Channel>, queued: Queued) {
+    let Queued {
+        write,
+        deadline,
+        reply,
+    } = queued;
+    let result = match write.operation {
+        Some(Operation::Put(put)) => call(deadline, client.put(bounded(put, deadline)))
+            .await
+            .map(|response| response.version),
+        Some(Operation::Delete(delete)) => call(deadline, client.delete(bounded(delete, deadline)))
+            .await
+            .map(|_| 0),
+        None => Err(Status::invalid_argument(
+            "a write with neither put nor delete",
+        )),
+    };
+    let _ = reply.send(result);
 }
 
 /// What a failed `BatchWrite` means for one of its writes. CANCELLED with time left is a
@@ -247,7 +308,12 @@ impl Default for BatchSettings {
 mod tests {
     use std::time::Duration;
 
-    use proto::store::v1::{PutRequest, write::Operation};
+    use proto::store::v1::{
+        BatchWriteResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest,
+        PutResponse, ScanRequest, ScanResponse,
+        store_service_server::{StoreService, StoreServiceServer},
+    };
+    use tonic::Response;
 
     use super::*;
 
@@ -266,6 +332,71 @@ mod tests {
             deadline: Deadline::after(Duration::from_secs(1)),
             reply: oneshot::channel().0,
         }
+    }
+
+    /// A store-svc from before BatchWrite: it counts Puts and knows no BatchWrite.
+    #[derive(Default, Clone)]
+    struct OldStore {
+        puts: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl StoreService for OldStore {
+        async fn put(&self, _: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+            let version = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(Response::new(PutResponse { version }))
+        }
+
+        async fn batch_write(
+            &self,
+            _: Request<BatchWriteRequest>,
+        ) -> Result<Response<BatchWriteResponse>, Status> {
+            Err(Status::unimplemented("unknown method BatchWrite"))
+        }
+
+        async fn get(&self, _: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+            Err(Status::unimplemented("not used here"))
+        }
+
+        async fn delete(
+            &self,
+            _: Request<DeleteRequest>,
+        ) -> Result<Response<DeleteResponse>, Status> {
+            Err(Status::unimplemented("not used here"))
+        }
+
+        async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+            Err(Status::unimplemented("not used here"))
+        }
+    }
+
+    #[tokio::test]
+    async fn against_a_store_without_batch_write_writes_go_one_call_each() {
+        let old = OldStore::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(StoreServiceServer::new(old.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = StoreServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        let batcher = Batcher::spawn(client, BatchSettings::default());
+        let soon = || Deadline::after(Duration::from_secs(5));
+
+        // The write that discovers the old store is refused, retryably, and never applied.
+        let refused = batcher.write(queued(10).write, soon()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(refused.message().contains("BatchWrite"), "{refused:?}");
+        assert_eq!(old.puts.load(Ordering::SeqCst), 0);
+
+        // Later writes go as Puts and succeed.
+        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), 1);
+        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), 2);
+        assert_eq!(old.puts.load(Ordering::SeqCst), 2);
+        assert_eq!(batcher.stats().batches.load(Ordering::SeqCst), 1);
     }
 
     fn sizes(chunks: &[Vec<Queued>]) -> Vec<usize> {

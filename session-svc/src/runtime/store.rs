@@ -240,7 +240,7 @@ fn memory_write(
 }
 
 /// A request carrying the deadline both ways the store understands.
-fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
+pub(super) fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline.remaining());
     if let Ok(value) = MetadataValue::try_from(deadline.unix_ms().to_string()) {
@@ -250,7 +250,7 @@ fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
 }
 
 /// Runs a store call, giving up at the deadline even if the store or the network hangs.
-async fn call<T>(
+pub(super) async fn call<T>(
     deadline: Deadline,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> Result<T, tonic::Status> {
