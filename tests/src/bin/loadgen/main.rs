@@ -4,8 +4,8 @@
 //! - `store-put`: durable Puts against store-svc, group commit vs one flush per write.
 //! - `session-get`: GetSession on live session-svc actors vs a bare tonic echo server
 //!   (`echo_server`, a binary of this crate), the same clients driving both.
-//! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), with direct
-//!   store-svc Puts of the same size as the baseline.
+//! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), session-svc's
+//!   store writes batched (its default) vs one Put call per write.
 //!
 //! Build the release binaries first: `cargo build --release --workspace --bins`, then
 //! `cargo run --release -p tests --bin loadgen -- store-put`. The harness starts the binaries
@@ -57,7 +57,7 @@ enum Bench {
     StorePut(StorePut),
     /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server.
     SessionGet(SessionGet),
-    /// Durable writes: AddItem through session-svc to store-svc vs direct store-svc Puts.
+    /// Durable writes: AddItem end to end, store writes batched vs one Put call per write.
     SessionAddItem(SessionAddItem),
 }
 

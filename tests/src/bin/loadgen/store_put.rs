@@ -1,5 +1,4 @@
-//! `store-put`: durable Puts against store-svc, group commit vs one flush per write. Its Put
-//! driver is also `session-add-item`'s baseline.
+//! `store-put`: durable Puts against store-svc, group commit vs one flush per write.
 
 use std::sync::Arc;
 
@@ -104,7 +103,7 @@ pub async fn run(args: StorePut) -> anyhow::Result<()> {
 /// Starts a fresh store-svc with `options` (and a `/metrics` endpoint), drives Puts of
 /// `value_bytes`-byte values at it, and lets it go (the harness kills it). The sample's only
 /// server is store-svc.
-pub async fn drive_puts(
+async fn drive_puts(
     options: StoreOptions,
     load: &LoadArgs,
     value_bytes: usize,
