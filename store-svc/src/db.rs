@@ -8,10 +8,12 @@ use std::{
     collections::HashMap,
     ops::Bound,
     path::Path,
-    sync::{PoisonError, RwLock},
+    sync::{Mutex, PoisonError, RwLock},
 };
 
-use crate::error::Error;
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional as _};
+
+use crate::{durable::DirSync, error::Error};
 
 /// sled tree names get this prefix so that no namespace can alias sled's own default tree.
 const TREE_PREFIX: &str = "ns/";
@@ -63,6 +65,8 @@ pub enum Change {
     Put(Vec<u8>),
     /// Remove the key.
     Delete,
+    /// Change nothing; only require the version (a fence inside a commit).
+    Check,
 }
 
 /// A conditional write: `change` applies only if the key is at `expected_version`.
@@ -86,6 +90,8 @@ pub struct Db {
     trees: RwLock<HashMap<String, sled::Tree>>,
     /// Cap on namespaces: namespace names come from clients and must not grow without bound.
     max_namespaces: usize,
+    /// fsyncs what sled wrote; a mutex only to be `Sync`: the writer thread is its one user.
+    sync: Mutex<DirSync>,
 }
 
 impl Db {
@@ -99,10 +105,12 @@ impl Db {
                 trees.insert(namespace, db.open_tree(&name)?);
             }
         }
+        let sync = DirSync::open(dir).map_err(sled::Error::Io)?;
         Ok(Self {
             db,
             trees: RwLock::new(trees),
             max_namespaces,
+            sync: Mutex::new(sync),
         })
     }
 
@@ -175,49 +183,131 @@ impl Db {
         Ok((entries, false))
     }
 
-    /// Applies one conditional write and returns the new version (0 after a delete). Only the
-    /// writer thread calls this, so nothing changes the key between the check and the write.
+    /// Applies one conditional write and returns the new version (0 after a delete, the
+    /// version for a check). Only the writer thread calls this, so nothing changes the key
+    /// between the check and the write.
     pub fn apply(&self, write: &Write) -> Result<u64, Error> {
-        let tree = match (&write.change, self.existing_tree(&write.namespace)) {
-            (_, Some(tree)) => tree,
-            // Deleting from a namespace that does not exist must not create it.
-            (Change::Delete, None) => return self.check(write, 0).map(|()| 0),
-            (Change::Put(_), None) => self.tree_for_write(&write.namespace)?,
-        };
-        let current = match tree.get(&write.key)? {
-            Some(bytes) => Record::decode(&bytes)?.version,
-            None => 0,
-        };
-        self.check(write, current)?;
-        match &write.change {
-            Change::Put(value) => {
-                let version = current + 1;
+        let (tree, version) = self.checked(0, write)?;
+        match (&write.change, tree) {
+            (Change::Put(value), Some(tree)) => {
                 tree.insert(&write.key, Record::encode(version, value))?;
-                Ok(version)
             }
-            Change::Delete => {
+            (Change::Delete, Some(tree)) => {
                 tree.remove(&write.key)?;
-                Ok(0)
             }
+            _ => {}
         }
+        Ok(version)
     }
 
-    fn check(&self, write: &Write, current: u64) -> Result<(), Error> {
-        if write.expected_version == current {
-            Ok(())
-        } else {
-            Err(Error::VersionConflict {
+    /// Applies `writes` all or nothing and returns each one's version (as [`Db::apply`]).
+    /// Every version is checked before anything is written; the writes then go to sled as one
+    /// batch (one tree) or one transaction (several), which sled seals in its log as a unit,
+    /// so a crash or power loss never leaves part of a commit. Only the writer thread calls
+    /// this, so the versions read cannot change before the write.
+    pub fn commit(&self, writes: &[Write]) -> Result<Vec<u64>, Error> {
+        if let [write] = writes {
+            return Ok(vec![self.apply(write)?]);
+        }
+        let mut versions = Vec::with_capacity(writes.len());
+        // (tree index, write index, new version) of every write that changes something.
+        let mut trees: Vec<sled::Tree> = Vec::new();
+        let mut changes = Vec::with_capacity(writes.len());
+        for (index, write) in writes.iter().enumerate() {
+            let (tree, version) = self.checked(index, write)?;
+            versions.push(version);
+            if let Some(tree) = tree
+                && !matches!(write.change, Change::Check)
+            {
+                let slot = match trees.iter().position(|t| t.name() == tree.name()) {
+                    Some(slot) => slot,
+                    None => {
+                        trees.push(tree);
+                        trees.len() - 1
+                    }
+                };
+                changes.push((slot, index, version));
+            }
+        }
+        let record = |index: usize, version: u64| match &writes[index].change {
+            Change::Put(value) => Some(Record::encode(version, value)),
+            Change::Delete | Change::Check => None,
+        };
+        if let [tree] = trees.as_slice() {
+            let mut batch = sled::Batch::default();
+            for &(_, index, version) in &changes {
+                match record(index, version) {
+                    Some(bytes) => batch.insert(writes[index].key.as_bytes(), bytes),
+                    None => batch.remove(writes[index].key.as_bytes()),
+                }
+            }
+            tree.apply_batch(batch)?;
+        } else if !trees.is_empty() {
+            trees
+                .as_slice()
+                .transaction(|views| {
+                    for &(slot, index, version) in &changes {
+                        let key = writes[index].key.as_bytes();
+                        match record(index, version) {
+                            Some(bytes) => views[slot].insert(key, bytes)?,
+                            None => views[slot].remove(key)?,
+                        };
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|error| match error {
+                    TransactionError::Storage(error) => Error::Storage(error),
+                    TransactionError::Abort(()) => {
+                        Error::Storage(sled::Error::ReportableBug("commit aborted".into()))
+                    }
+                })?;
+        }
+        Ok(versions)
+    }
+
+    /// Checks `write` (the `index`th of its commit) against the stored version, and returns
+    /// the tree to change (`None`: nothing to change) and the version the key will have.
+    fn checked(&self, index: usize, write: &Write) -> Result<(Option<sled::Tree>, u64), Error> {
+        let tree = match (&write.change, self.existing_tree(&write.namespace)) {
+            (_, Some(tree)) => Some(tree),
+            (Change::Put(_), None) => Some(self.tree_for_write(&write.namespace)?),
+            // Deleting or checking in a namespace that does not exist must not create it.
+            (Change::Delete | Change::Check, None) => None,
+        };
+        let current = match &tree {
+            Some(tree) => match tree.get(&write.key)? {
+                Some(bytes) => Record::decode(&bytes)?.version,
+                None => 0,
+            },
+            None => 0,
+        };
+        if write.expected_version != current {
+            return Err(Error::VersionConflict {
+                index,
                 namespace: write.namespace.clone(),
                 key: write.key.clone(),
                 expected: write.expected_version,
                 current,
-            })
+            });
         }
+        let version = match write.change {
+            Change::Put(_) => current + 1,
+            Change::Delete => 0,
+            Change::Check => current,
+        };
+        Ok((tree, version))
     }
 
-    /// Makes every applied write durable. Only the writer thread calls this.
+    /// Makes every applied write durable: sled's flush writes its log, then the data
+    /// directory's files are fsynced (sled's own flush stops at `sync_file_range`, which
+    /// survives a process crash but not a power loss). Only the writer thread calls this.
     pub fn flush(&self) -> Result<(), Error> {
         self.db.flush()?;
+        self.sync
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync()
+            .map_err(sled::Error::Io)?;
         Ok(())
     }
 }
@@ -350,15 +440,90 @@ mod tests {
         assert_eq!((page.len(), more), (1, false));
     }
 
+    fn check(namespace: &str, key: &str, version: u64) -> Write {
+        Write {
+            namespace: namespace.into(),
+            key: key.into(),
+            change: Change::Check,
+            expected_version: version,
+        }
+    }
+
+    fn in_ns(namespace: &str, write: Write) -> Write {
+        Write {
+            namespace: namespace.into(),
+            ..write
+        }
+    }
+
+    #[test]
+    fn a_commit_applies_every_write_across_namespaces_and_answers_each_version() {
+        let (_dir, db) = open();
+        db.apply(&put("old", "x", 0)).unwrap();
+        db.apply(&put("k", "a", 0)).unwrap();
+        let versions = db
+            .commit(&[
+                put("k", "b", 1),
+                in_ns("events", put("k/1", "e", 0)),
+                delete("old", 1),
+                check("ns", "absent", 0),
+            ])
+            .unwrap();
+        assert_eq!(versions, [2, 1, 0, 0]);
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"b");
+        assert_eq!(db.get("events", "k/1").unwrap().unwrap().version, 1);
+        assert_eq!(db.get("ns", "old").unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_with_one_stale_version_applies_nothing_and_names_the_write() {
+        let (_dir, db) = open();
+        db.apply(&put("k", "a", 0)).unwrap();
+        db.apply(&put("fence", "f", 0)).unwrap();
+        for (stale, at) in [
+            (
+                vec![
+                    put("k", "b", 1),
+                    in_ns("events", put("e", "x", 0)),
+                    check("ns", "fence", 2),
+                ],
+                2,
+            ),
+            (vec![in_ns("events", put("e", "x", 0)), put("k", "b", 0)], 1),
+            (vec![put("new", "n", 0), delete("k", 7)], 1),
+        ] {
+            match db.commit(&stale) {
+                Err(Error::VersionConflict { index, .. }) => assert_eq!(index, at),
+                other => panic!("expected a conflict at {at}, got {other:?}"),
+            }
+        }
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"a");
+        assert_eq!(db.get("events", "e").unwrap(), None);
+        assert_eq!(db.get("ns", "new").unwrap(), None);
+    }
+
+    #[test]
+    fn a_check_writes_nothing_and_creates_no_namespace() {
+        let (_dir, db) = open();
+        assert_eq!(db.apply(&check("nope", "k", 0)).unwrap(), 0);
+        assert!(db.trees.read().unwrap().is_empty());
+        db.apply(&put("k", "a", 0)).unwrap();
+        assert_eq!(db.commit(&[check("ns", "k", 1)]).unwrap(), [1]);
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().version, 1);
+    }
+
     #[test]
     fn flushed_writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = Db::open(dir.path(), 4).unwrap();
             db.apply(&put("k", "durable", 0)).unwrap();
+            db.commit(&[put("a", "1", 0), in_ns("other", put("b", "2", 0))])
+                .unwrap();
             db.flush().unwrap();
         }
         let db = Db::open(dir.path(), 4).unwrap();
         assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"durable");
+        assert_eq!(db.get("other", "b").unwrap().unwrap().value, b"2");
     }
 }

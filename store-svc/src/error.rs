@@ -1,6 +1,6 @@
 //! store-svc's one error type and its single mapping onto gRPC status codes.
 
-use std::time::Duration;
+use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -11,8 +11,8 @@ pub enum Error {
     /// A request field is malformed; `field` is its proto name.
     #[error("invalid {field}: {description}")]
     InvalidArgument {
-        /// The offending field, as named in store.proto.
-        field: &'static str,
+        /// The offending field, as named in store.proto (`mutations[2].put.key` in a commit).
+        field: Cow<'static, str>,
         /// What is wrong and what would be accepted.
         description: String,
     },
@@ -29,6 +29,8 @@ pub enum Error {
         "version conflict on {namespace}/{key:?}: expected version {expected}, current version {current} (0 means the key does not exist); read it again and retry"
     )]
     VersionConflict {
+        /// Which write of its commit failed (0 for a lone Put or Delete).
+        index: usize,
         /// The namespace written.
         namespace: String,
         /// The key written.
@@ -65,6 +67,11 @@ pub enum Error {
     Storage(#[from] sled::Error),
 }
 
+/// `google.rpc.ErrorInfo.reason` of an ABORTED version conflict.
+pub const VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+/// `google.rpc.ErrorInfo.domain` of this service's errors.
+pub const ERROR_DOMAIN: &str = "store.v1";
+
 /// How long to tell clients to wait when the write queue is full.
 pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(50);
 
@@ -76,7 +83,19 @@ impl From<Error> for Status {
             Error::InvalidArgument { field, description } => Status::with_error_details(
                 code,
                 message,
-                ErrorDetails::with_bad_request_violation(*field, description.clone()),
+                ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+            ),
+            Error::VersionConflict { index, current, .. } => Status::with_error_details(
+                code,
+                message,
+                ErrorDetails::with_error_info(
+                    VERSION_CONFLICT,
+                    ERROR_DOMAIN,
+                    HashMap::from([
+                        ("index".to_string(), index.to_string()),
+                        ("current_version".to_string(), current.to_string()),
+                    ]),
+                ),
             ),
             Error::QueueFull { retry_after, .. } => Status::with_error_details(
                 code,
@@ -105,9 +124,9 @@ impl Error {
     }
 
     /// Shorthand for [`Error::InvalidArgument`].
-    pub fn invalid(field: &'static str, description: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<Cow<'static, str>>, description: impl Into<String>) -> Self {
         Self::InvalidArgument {
-            field,
+            field: field.into(),
             description: description.into(),
         }
     }
@@ -130,6 +149,7 @@ mod tests {
             ),
             (
                 Error::VersionConflict {
+                    index: 0,
                     namespace: "n".into(),
                     key: "k".into(),
                     expected: 1,
@@ -180,11 +200,16 @@ mod tests {
         let retry = status.get_details_retry_info().expect("RetryInfo details");
         assert_eq!(retry.retry_delay, Some(QUEUE_FULL_RETRY));
         let status = Status::from(Error::VersionConflict {
+            index: 2,
             namespace: "n".into(),
             key: "k".into(),
             expected: 3,
             current: 7,
         });
         assert!(status.message().contains("current version 7"));
+        let info = status.get_details_error_info().expect("ErrorInfo details");
+        assert_eq!(info.reason, VERSION_CONFLICT);
+        assert_eq!(info.metadata["index"], "2");
+        assert_eq!(info.metadata["current_version"], "7");
     }
 }

@@ -1,6 +1,6 @@
 //! store-svc: versioned key/value over gRPC on sled, and the only process that touches disk.
 //!
-//! OK from a write means the write is flushed to disk. Many concurrent writes share one flush
+//! OK from a write means the write is on stable storage: flushed and fsynced. Many concurrent writes share one flush
 //! (group commit), so durability costs latency, not throughput. The path to disk is bounded:
 //! a full write queue answers RESOURCE_EXHAUSTED at once, and a write whose deadline passed
 //! while queued is dropped unexecuted.
@@ -11,6 +11,7 @@
 //! - [`validate`]: field limits and page tokens; nothing invalid gets past a handler's first lines.
 //! - [`db`]: sled trees per namespace, `version || value` records, the version check.
 //! - [`writer`]: the single writer thread: bounded queue → batch → one flush → answers.
+//! - [`durable`]: the fsync after each flush that makes "flushed" survive a power loss.
 //! - [`service`]: the `store.v1.StoreService` handlers.
 //! - [`error`]: the error enum and its one mapping to gRPC codes.
 //! - [`metrics`]: what `/metrics` shows.
@@ -23,6 +24,7 @@
 
 pub mod config;
 pub mod db;
+pub mod durable;
 pub mod error;
 pub mod kit;
 pub mod metrics;
@@ -45,8 +47,9 @@ use crate::{
 /// The full name of the store service, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "store.v1.StoreService";
 
-/// Room for the other fields of a Put besides its value, when sizing the decode limit.
-const ENVELOPE_BYTES: usize = 64 * 1024;
+/// Room for the other fields of a Put or Commit besides its values, when sizing the decode
+/// limit (a full commit's keys alone may take 100 KiB).
+const ENVELOPE_BYTES: usize = 256 * 1024;
 
 /// An opened store, ready to serve: the database is open and the writer thread running.
 pub struct StoreServer {
@@ -101,7 +104,8 @@ impl StoreServer {
         let max_value = config.max_value_bytes as usize;
         let api = StoreApi::new(db, writer.clone(), max_value, config.default_deadline);
         // A value up to twice the limit still decodes, so that it gets our precise
-        // INVALID_ARGUMENT naming `value` rather than the transport's generic size error.
+        // INVALID_ARGUMENT naming `value` rather than the transport's generic size error; a
+        // commit may carry two values' worth.
         let decode_limit = (2 * max_value + ENVELOPE_BYTES).max(4 * 1024 * 1024);
         let store = StoreServiceServer::new(api).max_decoding_message_size(decode_limit);
 

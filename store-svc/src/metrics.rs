@@ -27,8 +27,13 @@ impl Render for StoreMetrics {
                 &stats.writes,
             ),
             (
+                "store_commits_total",
+                "Commits of several writes applied and flushed, all or nothing.",
+                &stats.commits,
+            ),
+            (
                 "store_flushes_total",
-                "Group-commit flushes.",
+                "Group-commit flushes, each followed by an fsync.",
                 &stats.flushes,
             ),
             (

@@ -7,9 +7,10 @@ use std::{
 };
 
 use proto::store::v1::{
-    BatchWriteRequest, BatchWriteResponse, DeleteRequest, DeleteResponse, Entry, GetRequest,
-    GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse, WriteResult,
-    store_service_server::StoreService, write::Operation,
+    BatchWriteRequest, BatchWriteResponse, Check, CommitRequest, CommitResponse, DeleteRequest,
+    DeleteResponse, Entry, GetRequest, GetResponse, Mutation, PutRequest, PutResponse, ScanRequest,
+    ScanResponse, WriteResult, mutation::Kind, store_service_server::StoreService,
+    write::Operation,
 };
 use tonic::{Request, Response, Status};
 
@@ -111,6 +112,68 @@ impl StoreApi {
         })
     }
 
+    /// A validated Commit: each mutation valid, each key once, and at most two value limits
+    /// of bytes in all. An invalid field is named by its path (`mutations[2].put.key`).
+    fn commit_writes(&self, request: CommitRequest) -> Result<Vec<Write>, Error> {
+        let CommitRequest { mutations } = request;
+        validate::commit_len(mutations.len())?;
+        let mut writes = Vec::with_capacity(mutations.len());
+        let mut bytes = 0;
+        for (index, mutation) in mutations.into_iter().enumerate() {
+            let Mutation { kind } = mutation;
+            let (write, op) = match kind {
+                Some(Kind::Put(put)) => (self.put_write(put), "put"),
+                Some(Kind::Delete(delete)) => (Self::delete_write(delete), "delete"),
+                Some(Kind::Check(check)) => (Self::check_write(check), "check"),
+                None => {
+                    return Err(Error::invalid(
+                        format!("mutations[{index}]"),
+                        "is empty; set put, delete or check",
+                    ));
+                }
+            };
+            let write = write.map_err(|e| within(e, &format!("mutations[{index}].{op}")))?;
+            if let Change::Put(value) = &write.change {
+                bytes += value.len();
+            }
+            if writes
+                .iter()
+                .any(|w: &Write| w.key == write.key && w.namespace == write.namespace)
+            {
+                return Err(Error::invalid(
+                    format!("mutations[{index}].{op}.key"),
+                    "names a key an earlier mutation of this commit names; each key at most once",
+                ));
+            }
+            writes.push(write);
+        }
+        let limit = 2 * self.max_value_bytes;
+        if bytes > limit {
+            return Err(Error::invalid(
+                "mutations",
+                format!("carry {bytes} bytes of values; at most {limit} per commit"),
+            ));
+        }
+        Ok(writes)
+    }
+
+    /// A validated Check of a commit.
+    fn check_write(check: Check) -> Result<Write, Error> {
+        let Check {
+            namespace,
+            key,
+            version,
+        } = check;
+        validate::namespace(&namespace)?;
+        validate::key(&key)?;
+        Ok(Write {
+            namespace,
+            key,
+            change: Change::Check,
+            expected_version: version,
+        })
+    }
+
     /// Validates `writes[index]` and queues it under the earlier of the call's deadline and
     /// its own. `Err` is already its result: it was refused without running.
     fn enqueue_batch_entry(
@@ -118,29 +181,41 @@ impl StoreApi {
         index: usize,
         entry: proto::store::v1::Write,
         call: Deadline,
-    ) -> Result<Pending, WriteResult> {
-        let (write, op) = match entry.operation {
-            Some(Operation::Put(put)) => (self.put_write(put), "put"),
-            Some(Operation::Delete(delete)) => (Self::delete_write(delete), "delete"),
+    ) -> Result<(Pending, bool), WriteResult> {
+        let (writes, op) = match entry.operation {
+            Some(Operation::Put(put)) => (self.put_write(put).map(|w| vec![w]), "put"),
+            Some(Operation::Delete(delete)) => {
+                (Self::delete_write(delete).map(|w| vec![w]), "delete")
+            }
+            Some(Operation::Commit(commit)) => (self.commit_writes(commit), "commit"),
             None => {
                 return Err(refused(
-                    Error::InvalidArgument {
-                        field: "operation",
-                        description: "is empty; set put or delete".into(),
-                    },
+                    Error::invalid("operation", "is empty; set put, delete or commit"),
                     index,
                     "",
                 ));
             }
         };
-        let write = write.map_err(|error| refused(error, index, op))?;
+        let writes = writes.map_err(|error| refused(error, index, op))?;
         let deadline = earlier_deadline(call, entry.deadline_unix_ms);
         if deadline.expired() {
             return Err(refused(Error::DeadlineExceeded, index, op));
         }
         self.writer
-            .enqueue(write, deadline)
+            .enqueue(writes, deadline)
+            .map(|pending| (pending, op == "commit"))
             .map_err(|error| refused(error, index, op))
+    }
+}
+
+/// `error` with its field named inside `path` (`key` → `mutations[2].put.key`).
+fn within(error: Error, path: &str) -> Error {
+    match error {
+        Error::InvalidArgument { field, description } => Error::InvalidArgument {
+            field: format!("{path}.{field}").into(),
+            description,
+        },
+        other => other,
     }
 }
 
@@ -172,19 +247,27 @@ fn refused(error: Error, index: usize, op: &str) -> WriteResult {
                 format!("writes[{index}].{op}.{field}: {description}")
             },
             version: 0,
+            versions: Vec::new(),
         },
-        error => write_result(Err(error)),
+        error => write_result(Err(error), false),
     }
 }
 
-/// What the write's own Put or Delete would have answered, as a [`WriteResult`].
-fn write_result(outcome: Result<u64, Error>) -> WriteResult {
+/// What the write's own Put, Delete or Commit would have answered, as a [`WriteResult`].
+fn write_result(outcome: Result<Vec<u64>, Error>, commit: bool) -> WriteResult {
     match outcome {
         // The writer answers 0 for a delete and the new version for a put.
-        Ok(version) => WriteResult {
+        Ok(versions) if commit => WriteResult {
             code: tonic::Code::Ok as i32,
             message: String::new(),
-            version,
+            version: 0,
+            versions,
+        },
+        Ok(versions) => WriteResult {
+            code: tonic::Code::Ok as i32,
+            message: String::new(),
+            version: versions.first().copied().unwrap_or(0),
+            versions: Vec::new(),
         },
         Err(error) => WriteResult {
             code: error.code() as i32,
@@ -193,6 +276,7 @@ fn write_result(outcome: Result<u64, Error>) -> WriteResult {
                 Error::VersionConflict { current, .. } => current,
                 _ => 0,
             },
+            versions: Vec::new(),
         },
     }
 }
@@ -255,11 +339,25 @@ impl StoreService for StoreApi {
         let mut results = Vec::with_capacity(queued.len());
         for entry in queued {
             results.push(match entry {
-                Ok(pending) => write_result(pending.outcome().await),
+                Ok((pending, commit)) => write_result(pending.outcome().await, commit),
                 Err(refused) => refused,
             });
         }
         Ok(Response::new(BatchWriteResponse { results }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(mutations = request.get_ref().mutations.len()))]
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
+        let deadline = Deadline::accept(&request, self.default_deadline);
+        let writes = self.commit_writes(request.into_inner())?;
+        if deadline.expired() {
+            return Err(Error::DeadlineExceeded.into());
+        }
+        let versions = self.writer.enqueue(writes, deadline)?.outcome().await?;
+        Ok(Response::new(CommitResponse { versions }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
@@ -333,12 +431,16 @@ mod tests {
         let invalid = refused(Error::invalid("key", "must not be empty"), 3, "put");
         assert_eq!(invalid.code, tonic::Code::InvalidArgument as i32);
         assert_eq!(invalid.message, "writes[3].put.key: must not be empty");
-        let conflict = write_result(Err(Error::VersionConflict {
-            namespace: "n".into(),
-            key: "k".into(),
-            expected: 1,
-            current: 4,
-        }));
+        let conflict = write_result(
+            Err(Error::VersionConflict {
+                index: 0,
+                namespace: "n".into(),
+                key: "k".into(),
+                expected: 1,
+                current: 4,
+            }),
+            false,
+        );
         assert_eq!(
             (conflict.code, conflict.version),
             (tonic::Code::Aborted as i32, 4)
@@ -346,7 +448,9 @@ mod tests {
         assert!(conflict.message.contains("current version 4"));
         let late = refused(Error::DeadlineExceeded, 0, "delete");
         assert_eq!((late.code, late.version), (4, 0));
-        let ok = write_result(Ok(9));
+        let ok = write_result(Ok(vec![9]), false);
         assert_eq!((ok.code, ok.message.as_str(), ok.version), (0, "", 9));
+        let committed = write_result(Ok(vec![3, 0, 1]), true);
+        assert_eq!((committed.code, committed.versions), (0, vec![3, 0, 1]));
     }
 }

@@ -5,8 +5,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
 use crate::error::Error;
 
-/// Longest key, in bytes.
-pub const MAX_KEY_BYTES: usize = 256;
+/// Longest key, in bytes: room for a 256-byte session key, escaped, plus a record suffix.
+pub const MAX_KEY_BYTES: usize = 1024;
 /// Longest namespace, in characters.
 pub const MAX_NAMESPACE_CHARS: usize = 64;
 /// Scan page size when the request says 0.
@@ -15,6 +15,8 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// Most writes one BatchWrite may carry.
 pub const MAX_BATCH_WRITES: usize = 1000;
+/// Most mutations one Commit may carry.
+pub const MAX_COMMIT_MUTATIONS: usize = 100;
 
 /// A namespace is 1 to 64 characters of `[a-z0-9_-]`.
 pub fn namespace(namespace: &str) -> Result<(), Error> {
@@ -83,6 +85,18 @@ pub fn batch_len(len: usize) -> Result<(), Error> {
         Err(Error::invalid(
             "writes",
             format!("holds {len} writes; send 1 to {MAX_BATCH_WRITES} per call"),
+        ))
+    }
+}
+
+/// A Commit holds 1 to [`MAX_COMMIT_MUTATIONS`] mutations.
+pub fn commit_len(len: usize) -> Result<(), Error> {
+    if (1..=MAX_COMMIT_MUTATIONS).contains(&len) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "mutations",
+            format!("holds {len} mutations; send 1 to {MAX_COMMIT_MUTATIONS} per commit"),
         ))
     }
 }
@@ -173,9 +187,9 @@ impl PageToken {
 mod tests {
     use super::*;
 
-    fn field_of(result: Result<(), Error>) -> &'static str {
+    fn field_of(result: Result<(), Error>) -> String {
         match result {
-            Err(Error::InvalidArgument { field, .. }) => field,
+            Err(Error::InvalidArgument { field, .. }) => field.into_owned(),
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
     }
@@ -199,13 +213,13 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_1_to_256_bytes_without_control_characters() {
+    fn keys_are_1_to_1024_bytes_without_control_characters() {
         assert!(key("cart:42").is_ok());
-        assert!(key(&"k".repeat(256)).is_ok());
+        assert!(key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
         assert!(key("ключ").is_ok());
         for bad in [
             String::new(),
-            "k".repeat(257),
+            "k".repeat(MAX_KEY_BYTES + 1),
             "a\nb".into(),
             "\u{7f}".into(),
             "\u{85}".into(),
@@ -228,6 +242,9 @@ mod tests {
         assert!(batch_len(MAX_BATCH_WRITES).is_ok());
         assert_eq!(field_of(batch_len(0)), "writes");
         assert_eq!(field_of(batch_len(MAX_BATCH_WRITES + 1)), "writes");
+        assert_eq!(field_of(commit_len(0)), "mutations");
+        assert_eq!(field_of(commit_len(MAX_COMMIT_MUTATIONS + 1)), "mutations");
+        assert!(commit_len(MAX_COMMIT_MUTATIONS).is_ok());
     }
 
     #[test]

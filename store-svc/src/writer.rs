@@ -39,18 +39,21 @@ impl Claim {
     }
 }
 
+/// One commit waiting for the writer: a lone Put or Delete is a commit of one write.
 struct Queued {
-    write: Write,
+    writes: Vec<Write>,
     deadline: Instant,
     claim: Arc<Claim>,
-    reply: oneshot::Sender<Result<u64, Error>>,
+    reply: oneshot::Sender<Result<Vec<u64>, Error>>,
 }
 
 /// Counters the writer keeps, for `/metrics` and the benchmark.
 #[derive(Debug, Default)]
 pub struct WriterStats {
-    /// Writes applied and made durable.
+    /// Writes applied and made durable (a commit counts each of its writes).
     pub writes: AtomicU64,
+    /// Commits of more than one write applied and made durable.
+    pub commits: AtomicU64,
     /// Flushes done (one per batch).
     pub flushes: AtomicU64,
     /// Writes refused because the queue was full.
@@ -109,18 +112,20 @@ impl Writer {
     /// Queues `write` and waits until it is durable. Refuses at once when the queue is full;
     /// gives up at `deadline`, and then the write is guaranteed never to run.
     pub async fn submit(&self, write: Write, deadline: Deadline) -> Result<u64, Error> {
-        self.enqueue(write, deadline)?.outcome().await
+        let versions = self.enqueue(vec![write], deadline)?.outcome().await?;
+        Ok(versions[0])
     }
 
-    /// Queues `write` without waiting: [`Error::QueueFull`] at once when the queue is full,
-    /// [`Error::ShuttingDown`] when the writer is gone. Writes enqueued one after another by
-    /// one caller are applied in that order. Await [`Pending::outcome`] for the result; a
-    /// `Pending` dropped unawaited still runs (unless its deadline passes in the queue).
-    pub fn enqueue(&self, write: Write, deadline: Deadline) -> Result<Pending, Error> {
+    /// Queues `writes`, to be applied all or nothing ([`Db::commit`]), without waiting:
+    /// [`Error::QueueFull`] at once when the queue is full, [`Error::ShuttingDown`] when the
+    /// writer is gone. Commits enqueued one after another by one caller are applied in that
+    /// order. Await [`Pending::outcome`] for the result; a `Pending` dropped unawaited still
+    /// runs (unless its deadline passes in the queue).
+    pub fn enqueue(&self, writes: Vec<Write>, deadline: Deadline) -> Result<Pending, Error> {
         let claim = Arc::new(Claim::default());
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            write,
+            writes,
             deadline: deadline.instant().into_std(),
             claim: claim.clone(),
             reply,
@@ -148,15 +153,15 @@ impl Writer {
 #[derive(Debug)]
 pub struct Pending {
     claim: Arc<Claim>,
-    answer: oneshot::Receiver<Result<u64, Error>>,
+    answer: oneshot::Receiver<Result<Vec<u64>, Error>>,
     deadline: Deadline,
 }
 
 impl Pending {
     /// Waits until the write is durable, or gives up at its deadline: then it either is
     /// abandoned (guaranteed never to run: [`Error::DeadlineExceeded`]) or the writer had
-    /// already started it, and its real outcome is the answer.
-    pub async fn outcome(self) -> Result<u64, Error> {
+    /// already started it, and its real outcome is the answer: each write's version.
+    pub async fn outcome(self) -> Result<Vec<u64>, Error> {
         let Self {
             claim,
             mut answer,
@@ -183,6 +188,7 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
     while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
         let now = Instant::now();
         let mut applied = 0u64;
+        let mut commits = 0u64;
         for queued in batch.drain(..) {
             if !queued.claim.take(RUNNING) {
                 continue; // Abandoned: its caller was already told DEADLINE_EXCEEDED.
@@ -191,8 +197,11 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
                 stats.expired.fetch_add(1, Ordering::Relaxed);
                 Err(Error::DeadlineExceeded)
             } else {
-                let result = db.apply(&queued.write);
-                applied += u64::from(result.is_ok());
+                let result = db.commit(&queued.writes);
+                if result.is_ok() {
+                    applied += queued.writes.len() as u64;
+                    commits += u64::from(queued.writes.len() > 1);
+                }
                 result
             };
             answers.push((queued.reply, result));
@@ -212,6 +221,7 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
         } else if applied > 0 {
             stats.flushes.fetch_add(1, Ordering::Relaxed);
             stats.writes.fetch_add(applied, Ordering::Relaxed);
+            stats.commits.fetch_add(commits, Ordering::Relaxed);
         }
         for (reply, result) in answers.drain(..) {
             // The caller may have gone (client cancelled); the write is durable regardless.
@@ -305,18 +315,18 @@ mod tests {
         let (_dir, db, writer, thread) = start(16, 16);
         let deadline = Deadline::after(Duration::from_secs(10));
         let pending = [put("k", 0), put("k", 1), put("k", 1), put("other", 0)]
-            .map(|write| writer.enqueue(write, deadline).unwrap());
+            .map(|write| writer.enqueue(vec![write], deadline).unwrap());
         let mut outcomes = Vec::new();
         for pending in pending {
             outcomes.push(pending.outcome().await);
         }
-        assert!(matches!(outcomes[0], Ok(1)), "{outcomes:?}");
-        assert!(matches!(outcomes[1], Ok(2)), "{outcomes:?}");
+        assert_eq!(outcomes[0].as_ref().unwrap(), &[1], "{outcomes:?}");
+        assert_eq!(outcomes[1].as_ref().unwrap(), &[2], "{outcomes:?}");
         assert!(
             matches!(outcomes[2], Err(Error::VersionConflict { current: 2, .. })),
             "{outcomes:?}"
         );
-        assert!(matches!(outcomes[3], Ok(1)), "{outcomes:?}");
+        assert_eq!(outcomes[3].as_ref().unwrap(), &[1], "{outcomes:?}");
         drop(writer);
         thread.join().await;
         assert_eq!(db.get("ns", "k").unwrap().unwrap().version, 2);
@@ -331,8 +341,8 @@ mod tests {
             stats: Arc::default(),
         };
         let deadline = Deadline::after(Duration::from_millis(20));
-        let first = writer.enqueue(put("a", 0), deadline).unwrap();
-        let full = writer.enqueue(put("b", 0), deadline);
+        let first = writer.enqueue(vec![put("a", 0)], deadline).unwrap();
+        let full = writer.enqueue(vec![put("b", 0)], deadline);
         assert!(
             matches!(full, Err(Error::QueueFull { capacity: 1, .. })),
             "{full:?}"
@@ -356,14 +366,17 @@ mod tests {
             stats: Arc::default(),
         };
         let pending = writer
-            .enqueue(put("a", 0), Deadline::after(Duration::from_millis(20)))
+            .enqueue(
+                vec![put("a", 0)],
+                Deadline::after(Duration::from_millis(20)),
+            )
             .unwrap();
         let queued = rx.recv().await.unwrap();
         assert!(queued.claim.take(RUNNING));
         let outcome = tokio::spawn(pending.outcome());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        queued.reply.send(Ok(7)).unwrap();
-        assert!(matches!(outcome.await.unwrap(), Ok(7)));
+        queued.reply.send(Ok(vec![7])).unwrap();
+        assert_eq!(outcome.await.unwrap().unwrap(), [7]);
     }
 
     #[test]

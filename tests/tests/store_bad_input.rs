@@ -17,10 +17,10 @@ const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 fn bad_keys() -> Vec<(&'static str, String)> {
     vec![
         ("an empty key", String::new()),
-        ("a 257-byte key", "k".repeat(257)),
+        ("a 1025-byte key", "k".repeat(1025)),
         (
-            "a 257-byte key of 129 characters",
-            format!("{}a", "é".repeat(128)),
+            "a 1025-byte key of 513 characters",
+            format!("{}a", "é".repeat(512)),
         ),
         ("a key with a NUL", "a\0b".to_owned()),
         ("a key with a newline", "a\nb".to_owned()),
@@ -80,8 +80,8 @@ async fn keys_at_the_limits_are_accepted() {
 
     for key in [
         "k".to_owned(),
-        "k".repeat(256),
-        "é".repeat(128),
+        "k".repeat(1024),
+        "é".repeat(512),
         "ключ/日本語 with spaces".to_owned(),
     ] {
         assert_eq!(
