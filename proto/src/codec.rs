@@ -73,7 +73,10 @@ impl<U: Message + Default> Decoder for FlatDecoder<U> {
             // prost's message names the message and field, never the bytes it was given.
             Status::invalid_argument(format!(
                 "the message does not decode as {}: {error}",
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("protobuf")
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("protobuf")
             ))
         })
     }

@@ -72,15 +72,24 @@ pub struct Config {
     #[arg(long, env = "SESSION_QUARANTINE", default_value = "10s", value_parser = duration::parse)]
     pub quarantine: Duration,
 
-    /// Idempotent replies remembered per actor (request_id retries).
-    #[arg(long, env = "SESSION_RECENT_REQUESTS", default_value_t = 16,
+    /// Request ids remembered per actor, at most (a retry within them is applied once).
+    #[arg(long, env = "SESSION_RECENT_REQUESTS", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub recent_requests: u32,
 
-    /// Events kept in each cart's log (the oldest are dropped).
-    #[arg(long, env = "SESSION_LOG_LIMIT", default_value_t = 100,
-          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// How long a request id is remembered.
+    #[arg(long, env = "SESSION_REQUEST_ID_TTL", default_value = "10m", value_parser = duration::parse)]
+    pub request_id_ttl: Duration,
+
+    /// Latest events a Session shows in `logs` (ListSessionEvents pages them all).
+    #[arg(long, env = "SESSION_LOG_LIMIT", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
     pub log_limit: u32,
+
+    /// Events kept per cart; appending beyond it deletes the oldest in the same commit.
+    #[arg(long, env = "SESSION_EVENTS_PER_CART", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub events_per_cart: u32,
 
     /// Discount catalog: CODE=N% or CODE=MINOR_UNITS, comma separated.
     #[arg(
@@ -125,6 +134,7 @@ impl Config {
             restart_window: self.restart_window,
             quarantine: self.quarantine,
             recent_requests: self.recent_requests as usize,
+            request_id_ttl: self.request_id_ttl,
             ..Settings::default()
         }
     }

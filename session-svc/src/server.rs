@@ -58,6 +58,7 @@ impl SessionServer {
             CartEntity {
                 catalog,
                 log_limit: config.log_limit as usize,
+                events_per_cart: u64::from(config.events_per_cart),
             },
             store.clone(),
             config.runtime_settings(config.cart_idle_timeout),

@@ -165,17 +165,28 @@ pub async fn add_entry(
     Ok(todo.add_entry(request).await?.into_inner())
 }
 
-/// The entries of `list` (of `date`, or all when empty).
+/// The entries of `list` (of `date`, or all when empty), every page of them.
 pub async fn list_entries(
     todo: &mut TodoClient,
     list: &str,
     date: &str,
 ) -> Result<Vec<Entry>, Status> {
-    let request = ListEntriesRequest {
-        list: list.to_owned(),
-        date: date.to_owned(),
-    };
-    Ok(todo.list_entries(request).await?.into_inner().entries)
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListEntriesRequest {
+            list: list.to_owned(),
+            date: date.to_owned(),
+            page_size: 0,
+            page_token,
+        };
+        let page = todo.list_entries(request).await?.into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            return Ok(entries);
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// The runtime's stats.

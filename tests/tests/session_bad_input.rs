@@ -267,7 +267,7 @@ async fn todo_rpcs_refuse_bad_fields(todo: &mut TodoClient) {
         );
         let request = ListEntriesRequest {
             list: list.clone(),
-            date: String::new(),
+            ..Default::default()
         };
         assert_invalid_argument_naming(
             todo.list_entries(request).await,

@@ -2,13 +2,34 @@
 
 pub mod watch;
 
-use crate::error::Error;
+use crate::{error::Error, runtime::RequestId};
 
 /// Longest request id, in bytes.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
+/// The request id of `request` (`wire`, its `request_id` field), with the fingerprint of its
+/// other fields: `without_id` is the request with `request_id` cleared. Empty means none;
+/// otherwise 1..=128 bytes, no control characters.
+pub fn request_id<M: prost::Message>(
+    wire: &str,
+    without_id: impl FnOnce() -> M,
+) -> Result<Option<RequestId>, Error> {
+    Ok(valid_request_id(wire.to_string())?.map(|id| RequestId {
+        id,
+        fingerprint: fingerprint(&without_id().encode_to_vec()),
+    }))
+}
+
+/// FNV-1a, 64 bits: stable across versions and languages, which a stored fingerprint needs
+/// (std's hashers promise neither).
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// An optional idempotency key: empty means none; otherwise 1..=128 bytes, no control chars.
-pub fn request_id(wire: String) -> Result<Option<String>, Error> {
+fn valid_request_id(wire: String) -> Result<Option<String>, Error> {
     if wire.is_empty() {
         return Ok(None);
     }
@@ -36,9 +57,28 @@ mod tests {
 
     #[test]
     fn request_ids_are_optional_bounded_and_printable() {
-        assert_eq!(request_id(String::new()).unwrap(), None);
-        assert_eq!(request_id("r-1".into()).unwrap(), Some("r-1".into()));
-        assert!(request_id("r".repeat(129)).is_err());
-        assert!(request_id("a\nb".into()).is_err());
+        assert_eq!(valid_request_id(String::new()).unwrap(), None);
+        assert_eq!(valid_request_id("r-1".into()).unwrap(), Some("r-1".into()));
+        assert!(valid_request_id("r".repeat(129)).is_err());
+        assert!(valid_request_id("a\nb".into()).is_err());
+    }
+
+    #[test]
+    fn fingerprints_are_fnv1a_and_tell_requests_apart() {
+        // The reference values of FNV-1a 64.
+        assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let add = |quantity| proto::session::v1::AddItemRequest {
+            key: "k".into(),
+            sku: "A1".into(),
+            quantity,
+            ..Default::default()
+        };
+        let one = request_id("r", || add(1)).unwrap().unwrap();
+        assert_eq!(one, request_id("r", || add(1)).unwrap().unwrap());
+        assert_ne!(
+            one.fingerprint,
+            request_id("r", || add(2)).unwrap().unwrap().fingerprint
+        );
     }
 }

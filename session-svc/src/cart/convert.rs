@@ -100,12 +100,17 @@ fn wire_discounts(discounts: &[Discount]) -> Vec<pb::Discount> {
 }
 
 fn wire_logs<'a>(logs: impl Iterator<Item = &'a LogEntry>) -> Vec<pb::LogEntry> {
-    logs.map(|log| pb::LogEntry {
+    logs.map(wire_log).collect()
+}
+
+/// One event on the wire, as a Session shows it and as its own record stores it.
+pub fn wire_log(log: &LogEntry) -> pb::LogEntry {
+    pb::LogEntry {
         time: Some(timestamp(log.at_ms)),
         event: log.event.clone(),
         detail: log.detail.clone(),
-    })
-    .collect()
+        sequence: log.seq,
+    }
 }
 
 fn wire_status(status: CartStatus) -> pb::SessionStatus {
@@ -138,6 +143,7 @@ pub fn session(cart: &Cart, version: u64) -> pb::Session {
         discount_total: totals.map(|t| wire_money(t.discount_total)),
         total: totals.map(|t| wire_money(t.total)),
         order_id: cart.order_id.clone().unwrap_or_default(),
+        event_count: cart.event_count,
     }
 }
 
@@ -210,6 +216,9 @@ pub fn cart_from_stored(stored: pb::Session) -> Result<Cart, String> {
         Some(subtotal) => Some(money(subtotal)?.currency),
         None => None,
     };
+    // Records from before events were numbered: number the kept ones as the latest.
+    let event_count = stored.event_count.max(stored.logs.len() as u64);
+    let first = event_count + 1 - stored.logs.len() as u64;
     Ok(Cart {
         key: stored.key,
         domain: stored.domain,
@@ -221,12 +230,15 @@ pub fn cart_from_stored(stored: pb::Session) -> Result<Cart, String> {
         logs: stored
             .logs
             .into_iter()
-            .map(|log| LogEntry {
+            .zip(first..)
+            .map(|(log, seq)| LogEntry {
                 at_ms: millis(log.time.as_ref()),
                 event: log.event,
                 detail: log.detail,
+                seq: if log.sequence == 0 { seq } else { log.sequence },
             })
             .collect(),
+        event_count,
         status,
         created_at_ms: millis(stored.create_time.as_ref()),
         updated_at_ms: millis(stored.update_time.as_ref()),

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert,
-    entity::{CartCommand, CartEntity, CartReply},
+    entity::{CartCommand, CartEntity, CartReply, EVENTS_NAMESPACE, events_prefix},
 };
 use crate::{
     api::{self, watch},
@@ -119,7 +119,10 @@ impl CartService for CartApi {
             name: r.name.clone(),
             quantity: parse_quantity(r.quantity).map_err(Error::from)?,
             unit_price: convert::money("unit_price", r.unit_price.as_ref())?,
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::AddItemRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let key = r.key.clone();
         self.session(&request, &key, command).await
@@ -135,7 +138,10 @@ impl CartService for CartApi {
         let command = CartCommand::RemoveItem {
             sku: r.sku.clone(),
             quantity: parse_quantity(r.quantity).map_err(Error::from)?,
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::RemoveItemRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let key = r.key.clone();
         self.session(&request, &key, command).await
@@ -156,7 +162,10 @@ impl CartService for CartApi {
             .map_err(Error::from)?;
         let command = CartCommand::ApplyDiscount {
             code: r.code.clone(),
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::ApplyDiscountRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let key = r.key.clone();
         self.session(&request, &key, command).await
@@ -169,7 +178,10 @@ impl CartService for CartApi {
     ) -> Result<Response<pb::Order>, Status> {
         let r = request.get_ref();
         let command = CartCommand::Checkout {
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::CheckoutRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let key = r.key.clone();
         match self.call(&request, &key, command).await? {
@@ -187,10 +199,57 @@ impl CartService for CartApi {
     ) -> Result<Response<pb::Session>, Status> {
         let r = request.get_ref();
         let command = CartCommand::End {
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::EndSessionRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let key = r.key.clone();
         self.session(&request, &key, command).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
+    async fn list_session_events(
+        &self,
+        request: Request<pb::ListSessionEventsRequest>,
+    ) -> Result<Response<pb::ListSessionEventsResponse>, Status> {
+        let r = request.get_ref();
+        validate_key("key", &r.key)?;
+        if r.page_size < 0 {
+            return Err(Error::invalid(
+                "page_size",
+                format!(
+                    "is {}; use 0 for the default (100) or 1 to 1000",
+                    r.page_size
+                ),
+            )
+            .into());
+        }
+        let (key, page_size, page_token) = (r.key.clone(), r.page_size, r.page_token.clone());
+        // The actor answers NOT_FOUND for a session never started; its events are durable
+        // records (each committed with its change), read straight from the store.
+        self.call(&request, &key, CartCommand::Get).await?;
+        let deadline = Deadline::accept(&request, self.default_deadline);
+        let (entries, next_page_token) = self
+            .carts
+            .store()
+            .scan(
+                EVENTS_NAMESPACE,
+                &events_prefix(&key),
+                page_size,
+                page_token,
+                deadline,
+            )
+            .await?;
+        let events = entries
+            .iter()
+            .map(|entry| prost::Message::decode(entry.value.as_slice()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::Corrupt(format!("an event of {key:?}: {e}")))?;
+        Ok(Response::new(pb::ListSessionEventsResponse {
+            events,
+            next_page_token,
+        }))
     }
 
     type WatchSessionStream = ReceiverStream<Result<pb::Session, Status>>;

@@ -103,6 +103,8 @@ pub struct LogEntry {
     pub event: String,
     /// `key=value` details, e.g. `sku=A1 quantity=2`.
     pub detail: String,
+    /// Position in the cart's history: 1 for its first event.
+    pub seq: u64,
 }
 
 /// A shopping session.
@@ -124,6 +126,8 @@ pub struct Cart {
     pub discounts: Vec<Discount>,
     /// The last `log_limit` events, oldest first; a deque so trimming the front is O(1).
     pub logs: VecDeque<LogEntry>,
+    /// Events logged since the cart started: the `seq` of the latest.
+    pub event_count: u64,
     /// Where the session is in its life; only `Active` accepts changes.
     pub status: CartStatus,
     /// When the session started (Unix milliseconds).
@@ -160,6 +164,7 @@ impl Cart {
             items: Vec::new(),
             discounts: Vec::new(),
             logs: VecDeque::new(),
+            event_count: 0,
             status: CartStatus::Active,
             created_at_ms: ctx.now_ms,
             updated_at_ms: ctx.now_ms,
@@ -379,13 +384,20 @@ impl Cart {
         }
     }
 
+    /// The events logged after the first `since`, oldest first (those still in `logs`).
+    pub fn events_since(&self, since: u64) -> impl Iterator<Item = &LogEntry> {
+        self.logs.iter().filter(move |log| log.seq > since)
+    }
+
     /// Logs a change, stamps it, and trims the log to the newest `ctx.log_limit` entries.
     fn record(&mut self, event: &str, detail: String, ctx: &Ctx) {
         self.updated_at_ms = ctx.now_ms;
+        self.event_count += 1;
         self.logs.push_back(LogEntry {
             at_ms: ctx.now_ms,
             event: event.to_owned(),
             detail,
+            seq: self.event_count,
         });
         while self.logs.len() > ctx.log_limit {
             self.logs.pop_front();

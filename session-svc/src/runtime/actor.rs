@@ -11,13 +11,16 @@ use std::{collections::VecDeque, sync::Arc, sync::atomic::Ordering};
 
 use bytes::Bytes;
 use prost::Message as _;
-use proto::session::v1::{ActorRecord, RecentRequest};
+use proto::{
+    session::v1::{ActorRecord, RecentRequest},
+    store::v1::{DeleteRequest, Mutation, PutRequest, mutation::Kind as Op},
+};
 use store_svc::kit::deadline::Deadline;
 use tokio::{sync::broadcast, time::Instant};
 use tracing::Instrument as _;
 
 use super::{
-    entity::{Command as _, Ctx, Entity, SideWrite, Step},
+    entity::{Child, Command as _, Ctx, Entity, RecordWrite, Replay, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Subscription},
     panic::{CatchUnwind, message},
 };
@@ -26,63 +29,87 @@ use crate::error::Error;
 /// How many changes a slow watcher may fall behind before it skips to the newest.
 const WATCH_BUFFER: usize = 16;
 
+/// Largest actor record session-svc writes: store-svc's default value limit. The documented
+/// limits keep every record far below it; a change that would still pass it is refused.
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
 /// State as loaded from the store.
 struct Loaded<E: Entity> {
     /// `None`: this key has no state yet.
     state: Option<E::State>,
     /// Store version of `state` (0: absent); the next write expects it.
     version: u64,
-    /// Idempotency memory: request id and encoded reply, oldest first; kept in its stored
-    /// form so that writing the record copies nothing.
+    /// Idempotency memory: the recent request ids, oldest first, bounded by count and age.
     recent: VecDeque<RecentRequest>,
 }
 
-/// Writes what a command changed: the side records first (create-if-absent), then the
-/// actor's record with the version it last read. On success `loaded` is at the new version,
-/// and the reply comes back with the state's encoding kept ([`Entity::keep_written`]).
+/// Commits what a command changed: the actor's record (state and recent request ids) at the
+/// version it last read, and the entity's other records, all or nothing. On success `loaded`
+/// is at the new version, and the reply comes back with the state's encoding kept
+/// ([`Entity::keep_written`]).
 async fn persist<E: Entity>(
     inner: &Inner<E>,
     key: &str,
     loaded: &mut Loaded<E>,
-    request_id: Option<String>,
     reply: E::Reply,
-    side_writes: Vec<SideWrite>,
+    records: Vec<RecordWrite>,
     deadline: Deadline,
 ) -> Result<E::Reply, Error> {
-    for write in side_writes {
-        // Create-if-absent with a key derived from the command: already there means a retry
-        // after a crash between the two writes, and it counts as written.
-        match inner
-            .store
-            .put(&write.namespace, &write.key, write.value, 0, deadline)
-            .await
-        {
-            Ok(_) | Err(Error::Aborted(_)) => {}
-            Err(error) => return Err(error),
-        }
-    }
     let state = loaded
         .state
         .as_ref()
         .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
     let written = Bytes::from(inner.entity.encode_written(state, &reply));
     let reply = inner.entity.keep_written(reply, written.clone());
-    if let Some(request_id) = request_id {
-        let reply = inner.entity.encode_reply(&reply);
-        loaded.recent.push_back(RecentRequest { request_id, reply });
-        while loaded.recent.len() > inner.settings.recent_requests {
-            loaded.recent.pop_front();
-        }
-    }
     let record = encode_record(&written, &loaded.recent);
-    loaded.version = inner
-        .store
-        .put(E::KIND, key, record, loaded.version, deadline)
-        .await?;
+    if record.len() > MAX_RECORD_BYTES {
+        return Err(Error::FailedPrecondition(format!(
+            "this change would make the stored {} record {} bytes, over the {MAX_RECORD_BYTES}-byte \
+             record limit; nothing was changed",
+            E::KIND,
+            record.len()
+        )));
+    }
+    let mut mutations = Vec::with_capacity(records.len() + 1);
+    mutations.push(mutation(
+        E::KIND.to_string(),
+        key.to_string(),
+        Some(record),
+        loaded.version,
+    ));
+    for write in records {
+        mutations.push(mutation(
+            write.namespace.to_string(),
+            write.key,
+            write.value,
+            write.expected_version,
+        ));
+    }
+    let versions = inner.store.commit(mutations, deadline).await?;
+    loaded.version = versions.first().copied().unwrap_or_default();
     Ok(reply)
 }
 
-/// `session.v1.ActorRecord`, encoded field by field so the remembered replies are not cloned.
+/// A Put (`value` set) or Delete of a commit.
+fn mutation(namespace: String, key: String, value: Option<Vec<u8>>, expected: u64) -> Mutation {
+    Mutation {
+        kind: Some(match value {
+            Some(value) => Op::Put(PutRequest {
+                namespace,
+                key,
+                value,
+                expected_version: expected,
+            }),
+            None => Op::Delete(DeleteRequest {
+                namespace,
+                key,
+                expected_version: expected,
+            }),
+        }),
+    }
+}
+
+/// `session.v1.ActorRecord`, encoded field by field so the state's bytes are not copied twice.
 fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, message};
     let mut buf = Vec::with_capacity(
@@ -97,6 +124,81 @@ fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>) -> Vec<u8> {
         message::encode(2, request, &mut buf);
     }
     buf
+}
+
+/// What the idempotency memory says about a request id.
+enum Seen {
+    /// Never seen (or forgotten): apply it.
+    New,
+    /// A retry of an applied request: answer it from the state, with this outcome.
+    Retry(u64),
+}
+
+/// Looks `request` up among the recent requests of `rpc`. The same id with another RPC or
+/// other fields is a client mistake, refused naming `request_id`.
+fn seen(recent: &VecDeque<RecentRequest>, rpc: &str, request: &RequestId) -> Result<Seen, Error> {
+    let Some(earlier) = recent.iter().find(|r| r.request_id == request.id) else {
+        return Ok(Seen::New);
+    };
+    if earlier.rpc != rpc {
+        return Err(Error::invalid(
+            "request_id",
+            format!(
+                "was already used for {}; a request id names one request: send a new id",
+                earlier.rpc
+            ),
+        ));
+    }
+    if earlier.fingerprint != request.fingerprint {
+        return Err(Error::invalid(
+            "request_id",
+            format!(
+                "was already used for a {rpc} with other fields; a retry must repeat the request \
+                 exactly, a new request needs a new id"
+            ),
+        ));
+    }
+    Ok(Seen::Retry(earlier.outcome))
+}
+
+/// Remembers `request`, then forgets what is older than `ttl` or beyond `count`.
+fn remember(
+    recent: &mut VecDeque<RecentRequest>,
+    entry: RecentRequest,
+    count: usize,
+    ttl: std::time::Duration,
+) {
+    let oldest = entry
+        .time_ms
+        .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    recent.push_back(entry);
+    while recent.len() > count || recent.front().is_some_and(|r| r.time_ms < oldest) {
+        recent.pop_front();
+    }
+}
+
+/// Every record of `children`, page by page.
+async fn load_children(
+    store: &super::Store,
+    children: &super::entity::Children,
+    deadline: Deadline,
+) -> Result<Vec<Child>, Error> {
+    let mut loaded = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (page, next) = store
+            .scan(children.namespace, &children.prefix, 1000, token, deadline)
+            .await?;
+        loaded.extend(page.into_iter().map(|e| Child {
+            key: e.key,
+            value: e.value,
+            version: e.version,
+        }));
+        if next.is_empty() {
+            return Ok(loaded);
+        }
+        token = next;
+    }
 }
 
 struct Actor<E: Entity> {
@@ -252,31 +354,58 @@ impl<E: Entity> Actor<E> {
         let inner = self.kind.inner.clone();
         let entity = &inner.entity;
         let loaded = self.loaded.as_mut().expect("loaded above");
-        let request_id = command.request_id().map(str::to_owned);
-        if let Some(id) = &request_id
-            && let Some(seen) = loaded.recent.iter().find(|seen| seen.request_id == *id)
+        let rpc = command.name();
+        let request = command.request_id().cloned();
+        if let Some(request) = &request
+            && let Seen::Retry(outcome) = seen(&loaded.recent, rpc, request)?
         {
-            return entity
-                .decode_reply(&seen.reply)
-                .map_err(|e| Error::Corrupt(format!("remembered reply for {id:?}: {e}")));
+            let state = loaded.state.as_ref();
+            return match entity.replay(&self.key, state, command, loaded.version, outcome)? {
+                Replay::Reply(reply) => Ok(reply),
+                Replay::Fetch {
+                    namespace,
+                    key,
+                    decode,
+                } => {
+                    let stored = inner.store.get(namespace, &key, deadline).await?;
+                    let stored = stored.ok_or_else(|| {
+                        Error::Corrupt(format!(
+                            "{namespace}/{key}, written by this request, is gone"
+                        ))
+                    })?;
+                    decode(&stored.value)
+                        .map_err(|e| Error::Corrupt(format!("{namespace}/{key}: {e}")))
+                }
+            };
         }
         let ctx = Ctx::now(loaded.version);
-        let (reply, side_writes) =
+        let (reply, records, outcome) =
             match entity.handle(&self.key, &mut loaded.state, command, ctx)? {
                 Step::Read(reply) => return Ok(reply),
-                Step::Write { reply, side_writes } => (reply, side_writes),
+                Step::Write {
+                    reply,
+                    records,
+                    outcome,
+                } => (reply, records, outcome),
             };
         // From here the in-memory state is ahead of the store: any failure discards it.
-        let written = persist(
-            &inner,
-            &self.key,
-            loaded,
-            request_id,
-            reply,
-            side_writes,
-            deadline,
-        )
-        .await;
+        if let Some(RequestId { id, fingerprint }) = request {
+            let entry = RecentRequest {
+                request_id: id,
+                rpc: rpc.to_string(),
+                fingerprint,
+                time_ms: ctx.now_ms,
+                outcome,
+            };
+            let settings = &inner.settings;
+            remember(
+                &mut loaded.recent,
+                entry,
+                settings.recent_requests,
+                settings.request_id_ttl,
+            );
+        }
+        let written = persist(&inner, &self.key, loaded, reply, records, deadline).await;
         match written {
             Ok(reply) => {
                 self.publish();
@@ -305,10 +434,17 @@ impl<E: Entity> Actor<E> {
             Some(stored) => {
                 let record = ActorRecord::decode(stored.value.as_slice())
                     .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
-                let state = inner
+                let mut state = inner
                     .entity
                     .decode_state(&record.state)
                     .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                if let Some(children) = inner.entity.children(&self.key) {
+                    let loaded = load_children(&inner.store, &children, deadline).await?;
+                    inner
+                        .entity
+                        .attach_children(&mut state, loaded)
+                        .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                }
                 Loaded {
                     state: Some(state),
                     version: stored.version,
@@ -356,16 +492,63 @@ impl<E: Entity> Actor<E> {
 mod tests {
     use super::*;
 
+    fn request(id: &str, time_ms: i64) -> RecentRequest {
+        RecentRequest {
+            request_id: id.into(),
+            rpc: "add_item".into(),
+            fingerprint: 7,
+            time_ms,
+            outcome: 3,
+        }
+    }
+
     #[test]
     fn a_record_encoded_by_hand_decodes_as_an_actor_record() {
-        let recent: VecDeque<RecentRequest> = vec![RecentRequest {
-            request_id: "r-1".into(),
-            reply: vec![1, 2, 3],
-        }]
-        .into();
+        let recent: VecDeque<RecentRequest> = vec![request("r-1", 5)].into();
         let bytes = encode_record(b"state", &recent);
         let record = ActorRecord::decode(bytes.as_slice()).unwrap();
         assert_eq!(record.state, b"state");
         assert_eq!(record.recent_requests, Vec::from(recent));
+    }
+
+    #[test]
+    fn a_request_id_is_a_retry_only_for_the_same_rpc_and_fields() {
+        let recent: VecDeque<RecentRequest> = vec![request("r-1", 5)].into();
+        let id = |id: &str, fingerprint| RequestId {
+            id: id.into(),
+            fingerprint,
+        };
+        assert!(matches!(
+            seen(&recent, "add_item", &id("r-1", 7)),
+            Ok(Seen::Retry(3))
+        ));
+        assert!(matches!(
+            seen(&recent, "add_item", &id("r-2", 7)),
+            Ok(Seen::New)
+        ));
+        for (rpc, fingerprint) in [("checkout", 7), ("add_item", 8)] {
+            match seen(&recent, rpc, &id("r-1", fingerprint)) {
+                Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, "request_id"),
+                _ => panic!("{rpc}/{fingerprint} must be refused naming request_id"),
+            }
+        }
+    }
+
+    #[test]
+    fn recent_requests_are_bounded_by_count_and_age() {
+        let ttl = std::time::Duration::from_secs(10);
+        let mut recent = VecDeque::new();
+        for i in 0..5 {
+            remember(&mut recent, request(&format!("r-{i}"), i * 1000), 3, ttl);
+        }
+        let ids: Vec<_> = recent.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["r-2", "r-3", "r-4"]);
+        remember(&mut recent, request("late", 13_500), 3, ttl);
+        let ids: Vec<_> = recent.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["r-4", "late"],
+            "ids older than 10 s before the newest are gone"
+        );
     }
 }

@@ -11,10 +11,19 @@
 //! deadline (`deadline_unix_ms`, so the store drops it unexecuted once its caller gave up) and
 //! gets its own result. An actor has at most one write in flight, so no reordering can occur
 //! between writes of one key.
+//!
+//! A write's outcome is told truthfully (the error contract): DEADLINE_EXCEEDED only when the
+//! write certainly did not happen (it was never sent, or the store said so), and
+//! [`Error::OutcomeUnknown`]'s UNAVAILABLE when it was sent and no answer came in time. The
+//! store gets a deadline a margin ahead of the caller's ([`store_deadline`]), so that its own
+//! "not applied" can still reach the caller in time.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use prost::Message as _;
@@ -49,14 +58,53 @@ pub struct BatchStats {
     pub writes: AtomicU64,
 }
 
+/// Who decides a queued write's fate: the sender (it goes on the wire) or the waiting caller
+/// (its deadline passed first, so it must never be sent). Exactly one of them wins.
+#[derive(Debug, Default)]
+struct Claim(AtomicU8);
+
+const WAITING: u8 = 0;
+const SENT: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Claim {
+    fn take(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// A write's result: for a Put its version, for a Delete 0, for a Commit each mutation's.
+pub type Versions = Vec<u64>;
+
 /// A write waiting for its batch.
 struct Queued {
     /// The write, its `deadline_unix_ms` set.
     write: Write,
     /// Its caller's deadline.
     deadline: Deadline,
+    /// Sent or abandoned.
+    claim: Arc<Claim>,
     /// Where its result goes.
-    reply: oneshot::Sender<Result<u64, Status>>,
+    reply: oneshot::Sender<Result<Versions, Status>>,
+}
+
+/// The deadline the store gets for a write whose caller must be answered by `deadline`: a
+/// quarter of the time left earlier (between 2 and 250 ms), room for the store's answer to
+/// travel back, so that the store's own DEADLINE_EXCEEDED ("not applied") reaches the caller.
+pub fn store_deadline(deadline: Deadline) -> Deadline {
+    let remaining = deadline.remaining();
+    let margin = (remaining / 4).clamp(Duration::from_millis(2), Duration::from_millis(250));
+    Deadline::after(remaining.saturating_sub(margin))
+}
+
+/// The status of a write that was sent and got no answer in time: it may have been applied.
+pub fn outcome_unknown(why: &str) -> Status {
+    Status::unavailable(format!(
+        "{why}; the write may or may not have been applied: retry with the same request id \
+         (a retry is applied at most once)"
+    ))
 }
 
 /// A cheap, cloneable handle on the batching task; the task ends when the last handle is gone.
@@ -93,15 +141,17 @@ impl Batcher {
 
     /// Sends `write` with the next batch and waits for its own result: the version a Put
     /// created (0 for a Delete), or the status its own Put or Delete call would have had.
-    pub async fn write(&self, mut write: Write, deadline: Deadline) -> Result<u64, Status> {
+    pub async fn write(&self, mut write: Write, deadline: Deadline) -> Result<Versions, Status> {
         if deadline.expired() {
             return Err(Status::deadline_exceeded("no time left to call the store"));
         }
-        write.deadline_unix_ms = deadline.unix_ms();
+        write.deadline_unix_ms = store_deadline(deadline).unix_ms();
         let (reply, answer) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
         let queued = Queued {
             write,
             deadline,
+            claim: claim.clone(),
             reply,
         };
         match tokio::time::timeout_at(deadline.instant(), self.queue.send(queued)).await {
@@ -116,10 +166,14 @@ impl Batcher {
         }
         match tokio::time::timeout_at(deadline.instant(), answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Status::unavailable(
+            Ok(Err(_)) => Err(outcome_unknown(
                 "the batch carrying this write to the store was lost",
             )),
-            Err(_) => Err(Status::deadline_exceeded(
+            Err(_) if claim.take(ABANDONED) => Err(Status::deadline_exceeded(
+                "the deadline passed while the write waited to be sent to the store; it was not \
+                 applied",
+            )),
+            Err(_) => Err(outcome_unknown(
                 "the store did not answer before the deadline",
             )),
         }
@@ -186,8 +240,8 @@ fn split_by_size(batch: Vec<Queued>) -> Vec<Vec<Queued>> {
 /// One `BatchWrite` (or one call per write, for a store without it); every write of `chunk`
 /// gets its result.
 async fn send(shared: &Shared, chunk: Vec<Queued>) {
-    // A write whose caller gave up is not sent.
-    let chunk = chunk.into_iter().filter(|queued| !queued.reply.is_closed());
+    // A write whose caller gave up is not sent; one that is sent can no longer be abandoned.
+    let chunk = chunk.into_iter().filter(|queued| queued.claim.take(SENT));
     if shared.no_batch_write.load(Ordering::Relaxed) {
         for queued in chunk {
             tokio::spawn(send_alone(shared.client.clone(), queued));
@@ -238,7 +292,7 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
             ))
         }
         Ok(Err(status)) => Err(status),
-        Err(_) => Err(Status::deadline_exceeded(
+        Err(_) => Err(outcome_unknown(
             "the store did not answer before the deadline",
         )),
     };
@@ -246,7 +300,8 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
         Ok(results) => {
             for ((_, reply), result) in waiting.into_iter().zip(results) {
                 let outcome = match Code::from_i32(result.code) {
-                    Code::Ok => Ok(result.version),
+                    Code::Ok if result.versions.is_empty() => Ok(vec![result.version]),
+                    Code::Ok => Ok(result.versions),
                     code => Err(Status::new(code, result.message)),
                 };
                 let _ = reply.send(outcome);
@@ -266,32 +321,44 @@ async fn send_alone(mut client: StoreServiceClient<Channel>, queued: Queued) {
         write,
         deadline,
         reply,
+        ..
     } = queued;
+    let store = store_deadline(deadline);
     let result = match write.operation {
-        Some(Operation::Put(put)) => call(deadline, client.put(bounded(put, deadline)))
+        Some(Operation::Put(put)) => call(deadline, client.put(bounded(put, store)), true)
             .await
-            .map(|response| response.version),
-        Some(Operation::Delete(delete)) => call(deadline, client.delete(bounded(delete, deadline)))
-            .await
-            .map(|_| 0),
+            .map(|response| vec![response.version]),
+        Some(Operation::Delete(delete)) => {
+            call(deadline, client.delete(bounded(delete, store)), true)
+                .await
+                .map(|_| vec![0])
+        }
+        Some(Operation::Commit(commit)) => {
+            call(deadline, client.commit(bounded(commit, store)), true)
+                .await
+                .map(|response| response.versions)
+        }
         None => Err(Status::invalid_argument(
-            "a write with neither put nor delete",
+            "a write with neither put, delete nor commit",
         )),
     };
     let _ = reply.send(result);
 }
 
-/// What a failed `BatchWrite` means for one of its writes. CANCELLED with time left is a
-/// connection torn down under the call (the store died), not the caller's deadline: it is
-/// reported as the outage it is.
-pub(super) fn call_failure(status: &Status, deadline: Deadline) -> Status {
-    if status.code() == Code::Cancelled && !deadline.expired() {
-        Status::unavailable(format!(
-            "the connection to the store broke: {}",
+/// What a failed `BatchWrite` means for one of its writes, which was sent. CANCELLED or a
+/// transport error is a connection torn down under the call (the store died, or a proxy
+/// dropped it), or the call outliving the caller's deadline: either way nobody knows whether
+/// the store applied it.
+pub(super) fn call_failure(status: &Status, _deadline: Deadline) -> Status {
+    match status.code() {
+        Code::Cancelled | Code::Unknown | Code::Internal => outcome_unknown(&format!(
+            "the call to the store failed: {}",
             status.message()
-        ))
-    } else {
-        Status::new(status.code(), status.message())
+        )),
+        Code::Unavailable if std::error::Error::source(status).is_some() => outcome_unknown(
+            &format!("the connection to the store broke: {}", status.message()),
+        ),
+        _ => Status::new(status.code(), status.message()),
     }
 }
 
@@ -309,8 +376,8 @@ mod tests {
     use std::time::Duration;
 
     use proto::store::v1::{
-        BatchWriteResponse, DeleteRequest, DeleteResponse, GetRequest, GetResponse, PutRequest,
-        PutResponse, ScanRequest, ScanResponse,
+        BatchWriteResponse, CommitRequest, CommitResponse, DeleteRequest, DeleteResponse,
+        GetRequest, GetResponse, PutRequest, PutResponse, ScanRequest, ScanResponse,
         store_service_server::{StoreService, StoreServiceServer},
     };
     use tonic::Response;
@@ -330,6 +397,7 @@ mod tests {
         Queued {
             write,
             deadline: Deadline::after(Duration::from_secs(1)),
+            claim: Arc::default(),
             reply: oneshot::channel().0,
         }
     }
@@ -368,6 +436,13 @@ mod tests {
         async fn scan(&self, _: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
             Err(Status::unimplemented("not used here"))
         }
+
+        async fn commit(
+            &self,
+            _: Request<CommitRequest>,
+        ) -> Result<Response<CommitResponse>, Status> {
+            Err(Status::unimplemented("not used here"))
+        }
     }
 
     #[tokio::test]
@@ -393,8 +468,8 @@ mod tests {
         assert_eq!(old.puts.load(Ordering::SeqCst), 0);
 
         // Later writes go as Puts and succeed.
-        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), 1);
-        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), 2);
+        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), [1]);
+        assert_eq!(batcher.write(queued(10).write, soon()).await.unwrap(), [2]);
         assert_eq!(old.puts.load(Ordering::SeqCst), 2);
         assert_eq!(batcher.stats().batches.load(Ordering::SeqCst), 1);
     }

@@ -21,26 +21,92 @@ use crate::error::Error;
 pub enum Step<R> {
     /// Nothing changed: answer at once, no write.
     Read(R),
-    /// The state changed in place: persist it (after `side_writes`), then answer `reply`.
+    /// The state changed in place: commit it with `records`, then answer `reply`.
     Write {
-        /// The answer, sent once the state is durable.
+        /// The answer, sent once the commit is durable.
         reply: R,
-        /// Records in other namespaces written first, create-if-absent (e.g. an order).
-        side_writes: Vec<SideWrite>,
+        /// Other records written in the same commit as the state, all or nothing (an event,
+        /// an order, a list entry).
+        records: Vec<RecordWrite>,
+        /// What a retry of this request needs to find its result in the state later (the id
+        /// of the entry it added); 0 when the state alone answers it.
+        outcome: u64,
     },
 }
 
-/// A create-if-absent write of another record, done before the state write. Its key must be
-/// derived from the command so that a retry writes the same record (an existing record with
-/// that key counts as written), which makes the pair safe without a transaction.
+impl<R> Step<R> {
+    /// A write of the state alone.
+    pub fn write(reply: R) -> Self {
+        Self::Write {
+            reply,
+            records: Vec::new(),
+            outcome: 0,
+        }
+    }
+}
+
+/// A write of another record than the actor's own, committed with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SideWrite {
-    /// Store namespace, e.g. `orders`.
-    pub namespace: String,
-    /// Store key, derived deterministically from the command.
+pub struct RecordWrite {
+    /// Store namespace, e.g. `cart_events`.
+    pub namespace: &'static str,
+    /// Store key, e.g. `<escaped cart key>/00000000000000000042`.
     pub key: String,
-    /// The record's bytes.
+    /// The bytes to store, or `None` to delete the record.
+    pub value: Option<Vec<u8>>,
+    /// The version the record is at now (0: absent): the commit fails if it is not.
+    pub expected_version: u64,
+}
+
+/// How to answer a retried request, whose first attempt was applied.
+#[derive(Debug)]
+pub enum Replay<R> {
+    /// From the current state.
+    Reply(R),
+    /// From a record the first attempt wrote (a checkout's order).
+    Fetch {
+        /// Its namespace.
+        namespace: &'static str,
+        /// Its key.
+        key: String,
+        /// How its bytes become the reply.
+        decode: fn(&[u8]) -> Result<R, String>,
+    },
+}
+
+/// Records of another namespace that belong to one actor's state (a list's entries), loaded
+/// with it: every record whose key starts with `prefix`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Children {
+    /// Their namespace.
+    pub namespace: &'static str,
+    /// The key prefix they share, which no other actor's children have.
+    pub prefix: String,
+}
+
+/// A loaded child record: its key, bytes and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    /// The full store key.
+    pub key: String,
+    /// The stored bytes.
     pub value: Vec<u8>,
+    /// Its store version.
+    pub version: u64,
+}
+
+/// Escapes `key` for use inside another record's key, so that `<escaped>/...` prefixes of two
+/// keys never overlap: `%` and `/` are percent-encoded, nothing else changes.
+pub fn escape_key(key: &str) -> String {
+    let mut escaped = String::with_capacity(key.len() + 2);
+    for c in key.chars() {
+        match c {
+            '%' => escaped.push_str("%25"),
+            '/' => escaped.push_str("%2F"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// What a handler may know about the world besides the state: the time and the version.
@@ -75,7 +141,7 @@ pub trait Entity: Send + Sync + 'static {
     type State: Send + Sync + 'static;
     /// The messages it handles.
     type Command: Command;
-    /// Its answers; encoded to remember the replies of idempotent requests.
+    /// Its answers.
     type Reply: Send + Sync + 'static;
     /// What watchers receive after every change.
     type Snapshot: Clone + Send + Sync + 'static;
@@ -96,10 +162,29 @@ pub trait Entity: Send + Sync + 'static {
     fn keep_written(&self, reply: Self::Reply, _written: Bytes) -> Self::Reply {
         reply
     }
-    /// Encodes a reply, so that a retried request id can be answered after a restart.
-    fn encode_reply(&self, reply: &Self::Reply) -> Vec<u8>;
-    /// Decodes a reply stored by `encode_reply`.
-    fn decode_reply(&self, bytes: &[u8]) -> Result<Self::Reply, String>;
+    /// The records of other namespaces that belong to `key`'s state, if the kind has any.
+    fn children(&self, _key: &str) -> Option<Children> {
+        None
+    }
+    /// Adds the loaded children to the decoded state.
+    fn attach_children(
+        &self,
+        _state: &mut Self::State,
+        _children: Vec<Child>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// Answers `command`, a retry of a request already applied (same request id, RPC and
+    /// fields), from the current state without applying it again. `outcome` is what
+    /// [`Step::Write`] said when it was applied.
+    fn replay(
+        &self,
+        key: &str,
+        state: Option<&Self::State>,
+        command: Self::Command,
+        version: u64,
+        outcome: u64,
+    ) -> Result<Replay<Self::Reply>, Error>;
 
     /// The watchers' view of `state` at `version`.
     fn snapshot(&self, state: &Self::State, version: u64) -> Self::Snapshot;
@@ -120,11 +205,21 @@ pub trait Entity: Send + Sync + 'static {
     ) -> Result<Step<Self::Reply>, Error>;
 }
 
+/// A request id and what identifies the request it was first sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId {
+    /// The client's idempotency key.
+    pub id: String,
+    /// A stable 64-bit hash of the request's fields other than its id (FNV-1a of its
+    /// protobuf encoding): a reuse with other fields is told apart from a retry.
+    pub fingerprint: u64,
+}
+
 /// A message to an actor.
 pub trait Command: Send + 'static {
-    /// The caller's idempotency key, if it sent one: a retry with the same id is answered
-    /// with the first reply and applied once.
-    fn request_id(&self) -> Option<&str> {
+    /// The caller's idempotency key, if it sent one: a retry with the same id is applied once
+    /// and answered from the current state.
+    fn request_id(&self) -> Option<&RequestId> {
         None
     }
 

@@ -24,9 +24,23 @@ use super::{
 };
 use crate::error::Error;
 
-/// A key is 1 to 256 bytes of UTF-8 with no control characters: the store's key rule, so
-/// every key an actor accepts can be stored. `field` names it in errors (`key`, `list`).
+/// Longest actor key, in bytes: a quarter of the store's key limit, so that the key escaped
+/// ([`super::escape_key`], up to 3 bytes per byte) plus a record suffix is still a store key.
+pub const MAX_KEY_BYTES: usize = 256;
+
+/// A key is 1 to 256 bytes of UTF-8 with no control characters (the store's key rule, within
+/// [`MAX_KEY_BYTES`]), so every key an actor accepts can be stored. `field` names it in errors
+/// (`key`, `list`).
 pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "is {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                key.len()
+            ),
+        ));
+    }
     store_svc::validate::key(key).map_err(|error| match error {
         store_svc::error::Error::InvalidArgument { description, .. } => {
             Error::invalid(field, description)
@@ -186,6 +200,11 @@ impl<E: Entity> Kind<E> {
     /// The entity behind this kind.
     pub fn entity(&self) -> &E {
         &self.inner.entity
+    }
+
+    /// The store this kind's actors persist to, for reads of their durable records.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// Sends `command` to the actor of `key` (activating it) and waits for its answer, at

@@ -27,7 +27,9 @@ pub mod store;
 
 use std::time::Duration;
 
-pub use entity::{Command, Ctx, Entity, SideWrite, Step};
+pub use entity::{
+    Child, Children, Command, Ctx, Entity, RecordWrite, Replay, RequestId, Step, escape_key,
+};
 pub use kind::{Kind, validate_key};
 pub use registry::{ActorInfo, ActorStatus, Actors};
 pub use store::Store;
@@ -45,8 +47,10 @@ pub struct Settings {
     pub restart_window: Duration,
     /// How long a crash-looping key is refused.
     pub quarantine: Duration,
-    /// Idempotent replies remembered per actor.
+    /// Request ids remembered per actor, at most.
     pub recent_requests: usize,
+    /// How long a request id is remembered.
+    pub request_id_ttl: Duration,
     /// Back-off suggested to clients refused for load (RetryInfo).
     pub retry_after: Duration,
 }
@@ -59,7 +63,8 @@ impl Default for Settings {
             max_restarts: 3,
             restart_window: Duration::from_secs(5),
             quarantine: Duration::from_secs(10),
-            recent_requests: 16,
+            recent_requests: 64,
+            request_id_ttl: Duration::from_secs(10 * 60),
             retry_after: Duration::from_millis(100),
         }
     }

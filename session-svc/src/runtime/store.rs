@@ -3,14 +3,15 @@
 //! whose caller has already given up.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    ops::Bound,
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
 use proto::store::v1::{
-    DeleteRequest, GetRequest, PutRequest, Write, store_service_client::StoreServiceClient,
-    write::Operation,
+    CommitRequest, Entry, GetRequest, Mutation, ScanRequest, Write, mutation::Kind,
+    store_service_client::StoreServiceClient, write::Operation,
 };
 use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use tonic::{
@@ -19,7 +20,9 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use super::batcher::{BatchSettings, BatchStats, Batcher, call_failure};
+use super::batcher::{
+    BatchSettings, BatchStats, Batcher, call_failure, outcome_unknown, store_deadline,
+};
 use crate::error::Error;
 
 /// How long opening a connection to the store may take before calls fail UNAVAILABLE.
@@ -102,7 +105,7 @@ impl Store {
             namespace: namespace.into(),
             key: key.into(),
         };
-        match call(deadline, client.get(bounded(request, deadline))).await {
+        match call(deadline, client.get(bounded(request, deadline)), false).await {
             Ok(response) => Ok(Some(Stored {
                 value: response.value,
                 version: response.version,
@@ -112,89 +115,87 @@ impl Store {
         }
     }
 
-    /// Writes `value` if the record is at `expected_version` (0: absent); the new version.
-    pub async fn put(
+    /// One page of the records of `namespace` whose keys start with `prefix`, after the
+    /// page `page_token` ended (empty: the first page), and the token of the next page
+    /// (empty: none). `page_size` 0 is the store's default.
+    pub async fn scan(
         &self,
         namespace: &str,
-        key: &str,
-        value: Vec<u8>,
-        expected_version: u64,
+        prefix: &str,
+        page_size: i32,
+        page_token: String,
         deadline: Deadline,
-    ) -> Result<u64, Error> {
-        let request = PutRequest {
-            namespace: namespace.into(),
-            key: key.into(),
-            value,
-            expected_version,
-        };
-        match &self.backend {
-            Backend::Remote(_, Some(batcher)) => {
-                batched(batcher, Operation::Put(request), deadline).await
-            }
-            Backend::Remote(client, None) => {
-                call(deadline, client.clone().put(bounded(request, deadline)))
-                    .await
-                    .map(|response| response.version)
-                    .map_err(|status| Error::from_store(&status))
-            }
+    ) -> Result<(Vec<Entry>, String), Error> {
+        let mut client = match &self.backend {
+            Backend::Remote(client, _) => client.clone(),
             Backend::Memory(map) => {
                 expired(deadline)?;
-                memory_write(map, namespace, key, expected_version, Some(request.value))
+                return Ok(memory_scan(
+                    &lock(map),
+                    namespace,
+                    prefix,
+                    page_size,
+                    &page_token,
+                ));
             }
+        };
+        let request = ScanRequest {
+            namespace: namespace.into(),
+            prefix: prefix.into(),
+            page_size,
+            page_token,
+        };
+        match call(deadline, client.scan(bounded(request, deadline)), false).await {
+            Ok(page) => Ok((page.entries, page.next_page_token)),
+            Err(status) if status.code() == Code::InvalidArgument => Err(Error::invalid(
+                "page_token",
+                "is not a token this server issued for this listing; pass next_page_token \
+                 unchanged, or empty for the first page",
+            )),
+            Err(status) => Err(Error::from_store(&status)),
         }
     }
 
-    /// Deletes the record if it is at `expected_version`.
-    pub async fn delete(
+    /// Applies `mutations` all or nothing ([`CommitRequest`]); each one's version. ABORTED
+    /// when any expected version does not match, and then nothing was applied.
+    pub async fn commit(
         &self,
-        namespace: &str,
-        key: &str,
-        expected_version: u64,
+        mutations: Vec<Mutation>,
         deadline: Deadline,
-    ) -> Result<(), Error> {
-        let request = DeleteRequest {
-            namespace: namespace.into(),
-            key: key.into(),
-            expected_version,
-        };
+    ) -> Result<Vec<u64>, Error> {
+        let commit = CommitRequest { mutations };
         match &self.backend {
             Backend::Remote(_, Some(batcher)) => {
-                batched(batcher, Operation::Delete(request), deadline)
+                let write = Write {
+                    operation: Some(Operation::Commit(commit)),
+                    deadline_unix_ms: 0,
+                };
+                batcher
+                    .write(write, deadline)
                     .await
-                    .map(drop)
+                    .map_err(|status| Error::from_store(&status))
             }
             Backend::Remote(client, None) => {
-                call(deadline, client.clone().delete(bounded(request, deadline)))
-                    .await
-                    .map(drop)
-                    .map_err(|status| Error::from_store(&status))
+                let store = store_deadline(deadline);
+                call(
+                    deadline,
+                    client.clone().commit(bounded(commit, store)),
+                    true,
+                )
+                .await
+                .map(|response| response.versions)
+                .map_err(|status| Error::from_store(&status))
             }
             Backend::Memory(map) => {
                 expired(deadline)?;
-                memory_write(map, namespace, key, expected_version, None).map(drop)
+                memory_commit(&mut lock(map), commit.mutations)
             }
         }
     }
 }
 
-/// A write sent with the next batch.
-async fn batched(
-    batcher: &Batcher,
-    operation: Operation,
-    deadline: Deadline,
-) -> Result<u64, Error> {
-    let write = Write {
-        operation: Some(operation),
-        deadline_unix_ms: 0,
-    };
-    batcher
-        .write(write, deadline)
-        .await
-        .map_err(|status| Error::from_store(&status))
-}
-
-/// The in-memory store: namespace → key → record (nested so lookups borrow, never allocate).
-type MemoryMap = HashMap<String, HashMap<String, Stored>>;
+/// The in-memory store: namespace → key → record, ordered like store-svc's keys.
+type MemoryMap = HashMap<String, BTreeMap<String, Stored>>;
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -210,33 +211,94 @@ fn expired(deadline: Deadline) -> Result<(), Error> {
     }
 }
 
-/// The in-memory store's compare-and-swap: put `value`, or delete when it is `None`.
-fn memory_write(
-    map: &Mutex<MemoryMap>,
+/// The in-memory store's Commit: every version checked, then every change applied.
+fn memory_commit(map: &mut MemoryMap, mutations: Vec<Mutation>) -> Result<Vec<u64>, Error> {
+    let target = |m: &Mutation| match &m.kind {
+        Some(Kind::Put(p)) => Some((p.namespace.clone(), p.key.clone(), p.expected_version)),
+        Some(Kind::Delete(d)) => Some((d.namespace.clone(), d.key.clone(), d.expected_version)),
+        Some(Kind::Check(c)) => Some((c.namespace.clone(), c.key.clone(), c.version)),
+        None => None,
+    };
+    let mut versions = Vec::with_capacity(mutations.len());
+    for mutation in &mutations {
+        let (namespace, key, expected) =
+            target(mutation).ok_or_else(|| Error::invalid("mutations", "empty mutation"))?;
+        let current = map
+            .get(&namespace)
+            .and_then(|records| records.get(&key))
+            .map_or(0, |s| s.version);
+        if current != expected {
+            return Err(Error::Aborted(format!(
+                "version conflict on {namespace}/{key}: expected version {expected}, current \
+                 version {current}"
+            )));
+        }
+        versions.push(match mutation.kind {
+            Some(Kind::Put(_)) => current + 1,
+            Some(Kind::Delete(_)) => 0,
+            _ => current,
+        });
+    }
+    for (mutation, version) in mutations.into_iter().zip(&versions) {
+        match mutation.kind {
+            Some(Kind::Put(put)) => {
+                let stored = Stored {
+                    value: put.value,
+                    version: *version,
+                };
+                map.entry(put.namespace)
+                    .or_default()
+                    .insert(put.key, stored);
+            }
+            Some(Kind::Delete(delete)) => {
+                if let Some(records) = map.get_mut(&delete.namespace) {
+                    records.remove(&delete.key);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(versions)
+}
+
+/// The in-memory store's Scan; its page token is the last key served.
+fn memory_scan(
+    map: &MemoryMap,
     namespace: &str,
-    key: &str,
-    expected_version: u64,
-    value: Option<Vec<u8>>,
-) -> Result<u64, Error> {
-    let mut map = lock(map);
-    let records = map.entry(namespace.to_string()).or_default();
-    let current = records.get(key).map_or(0, |s| s.version);
-    if current != expected_version {
-        return Err(Error::Aborted(format!(
-            "version conflict: expected version {expected_version}, current version {current}"
-        )));
-    }
-    match value {
-        Some(value) => {
-            let version = current + 1;
-            records.insert(key.to_string(), Stored { value, version });
-            Ok(version)
-        }
-        None => {
-            records.remove(key);
-            Ok(0)
-        }
-    }
+    prefix: &str,
+    page_size: i32,
+    page_token: &str,
+) -> (Vec<Entry>, String) {
+    let Some(records) = map.get(namespace) else {
+        return (Vec::new(), String::new());
+    };
+    let limit = if page_size <= 0 {
+        100
+    } else {
+        page_size as usize
+    };
+    let start = if page_token.is_empty() {
+        Bound::Included(prefix.to_string())
+    } else {
+        Bound::Excluded(page_token.to_string())
+    };
+    let mut entries: Vec<Entry> = records
+        .range((start, Bound::Unbounded))
+        .take_while(|(key, _)| key.starts_with(prefix))
+        .take(limit + 1)
+        .map(|(key, stored)| Entry {
+            key: key.clone(),
+            value: stored.value.clone(),
+            version: stored.version,
+        })
+        .collect();
+    let next = if entries.len() > limit {
+        entries.truncate(limit);
+        entries.last().map(|e| e.key.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    (entries, next)
 }
 
 /// A request carrying the deadline both ways the store understands.
@@ -249,10 +311,13 @@ pub(super) fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
     request
 }
 
-/// Runs a store call, giving up at the deadline even if the store or the network hangs.
+/// Runs a store call, giving up at the deadline even if the store or the network hangs. A
+/// `write` that got no answer in time may have been applied: that is reported as such, never
+/// as DEADLINE_EXCEEDED.
 pub(super) async fn call<T>(
     deadline: Deadline,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    write: bool,
 ) -> Result<T, tonic::Status> {
     if deadline.expired() {
         return Err(tonic::Status::deadline_exceeded(
@@ -260,8 +325,18 @@ pub(super) async fn call<T>(
         ));
     }
     match tokio::time::timeout_at(deadline.instant(), call).await {
-        Ok(Err(status)) => Err(call_failure(&status, deadline)),
+        Ok(Err(status)) if write => Err(call_failure(&status, deadline)),
+        Ok(Err(status)) if status.code() == Code::Cancelled && !deadline.expired() => {
+            Err(tonic::Status::unavailable(format!(
+                "the call to the store failed: {}",
+                status.message()
+            )))
+        }
+        Ok(Err(status)) => Err(status),
         Ok(Ok(response)) => Ok(response.into_inner()),
+        Err(_) if write => Err(outcome_unknown(
+            "the store did not answer before the deadline",
+        )),
         Err(_) => Err(tonic::Status::deadline_exceeded(
             "the store did not answer before the deadline",
         )),

@@ -21,15 +21,23 @@ struct Counter {
 }
 
 enum Op {
-    Add(u64, Option<String>),
+    Add(u64, Option<RequestId>),
     Get,
     Boom,
 }
 
+/// A request id whose request has fingerprint `n`.
+fn id(id: &str, n: u64) -> Option<RequestId> {
+    Some(RequestId {
+        id: id.into(),
+        fingerprint: n,
+    })
+}
+
 impl Command for Op {
-    fn request_id(&self) -> Option<&str> {
+    fn request_id(&self) -> Option<&RequestId> {
         match self {
-            Op::Add(_, id) => id.as_deref(),
+            Op::Add(_, id) => id.as_ref(),
             _ => None,
         }
     }
@@ -59,11 +67,15 @@ impl Entity for Counter {
     fn encode_state(&self, state: &u64) -> Vec<u8> {
         prost::Message::encode_to_vec(state)
     }
-    fn encode_reply(&self, reply: &u64) -> Vec<u8> {
-        prost::Message::encode_to_vec(reply)
-    }
-    fn decode_reply(&self, bytes: &[u8]) -> Result<u64, String> {
-        decode_u64(bytes)
+    fn replay(
+        &self,
+        _key: &str,
+        state: Option<&u64>,
+        _op: Op,
+        _version: u64,
+        _outcome: u64,
+    ) -> Result<Replay<u64>, Error> {
+        Ok(Replay::Reply(state.copied().unwrap_or(0)))
     }
     fn snapshot(&self, state: &u64, _version: u64) -> u64 {
         *state
@@ -86,10 +98,7 @@ impl Entity for Counter {
             Op::Get => Ok(Step::Read(current)),
             Op::Add(n, _) => {
                 *state = Some(current + n);
-                Ok(Step::Write {
-                    reply: current + n,
-                    side_writes: vec![],
-                })
+                Ok(Step::write(current + n))
             }
             Op::Boom => {
                 *state = Some(666); // a crash mid-change must not leak into the next answer
@@ -249,11 +258,18 @@ async fn a_retried_request_id_is_applied_once_even_after_passivation() {
         ..Settings::default()
     };
     let f = fixture(settings, 100);
-    let op = || Op::Add(10, Some("req-1".into()));
+    let op = || Op::Add(10, id("req-1", 10));
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
+    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 10);
+    // The same id with other fields is refused and changes nothing.
+    let reused = f.kind.call("k", Op::Add(5, id("req-1", 5)), soon()).await;
+    assert!(
+        matches!(&reused, Err(Error::InvalidArgument { field, .. }) if field == "request_id"),
+        "{reused:?}"
+    );
     assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 10);
 }
 

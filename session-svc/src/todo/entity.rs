@@ -1,13 +1,29 @@
 //! The to-do kind: seed 004's `Todo.Server`, one actor per list, as an [`Entity`].
 
+use std::collections::HashMap;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message;
 use proto::session::v1 as pb;
 
 use crate::{
     domain::{Date, Entry, TodoList},
     error::Error,
-    runtime::{Command, Ctx, Entity, Step},
+    runtime::{
+        Child, Children, Command, Ctx, Entity, RecordWrite, Replay, RequestId, Step, escape_key,
+    },
 };
+
+/// Store namespace of the lists' entries, one record each.
+pub const ENTRIES_NAMESPACE: &str = "todo_entries";
+
+/// Most bytes of entries one ListEntries page carries: under gRPC's default 4 MiB message.
+pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
+
+/// The store key of entry `id` of list `list`: zero-padded so keys sort by id.
+pub fn entry_key(list: &str, id: u64) -> String {
+    format!("{}/{id:020}", escape_key(list))
+}
 
 /// What a list actor can be asked.
 #[derive(Debug, Clone)]
@@ -19,12 +35,16 @@ pub enum TodoCommand {
         /// What to do.
         title: String,
         /// Idempotency key.
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
     },
-    /// Read the entries, all or of one date.
+    /// Read the entries, all or of one date, a page at a time.
     List {
         /// Only this date, if given.
         date: Option<Date>,
+        /// Entries per page at most; 0: as many as fit in [`MAX_PAGE_BYTES`].
+        page_size: usize,
+        /// Start after this entry (date, id): where the previous page ended.
+        after: Option<(Date, u64)>,
     },
     /// Change an entry.
     Update {
@@ -35,24 +55,24 @@ pub enum TodoCommand {
         /// New title, if given.
         title: Option<String>,
         /// Idempotency key.
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
     },
     /// Remove an entry.
     Delete {
         /// The entry.
         id: u64,
         /// Idempotency key.
-        request_id: Option<String>,
+        request_id: Option<RequestId>,
     },
 }
 
 impl Command for TodoCommand {
-    fn request_id(&self) -> Option<&str> {
+    fn request_id(&self) -> Option<&RequestId> {
         match self {
             Self::List { .. } => None,
             Self::Add { request_id, .. }
             | Self::Update { request_id, .. }
-            | Self::Delete { request_id, .. } => request_id.as_deref(),
+            | Self::Delete { request_id, .. } => request_id.as_ref(),
         }
     }
 
@@ -81,6 +101,15 @@ pub enum TodoReply {
 #[derive(Debug, Clone, Default)]
 pub struct TodoEntity;
 
+/// A list as its actor holds it: the domain list and the store version of each entry's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredList {
+    /// The list itself.
+    pub list: TodoList,
+    /// Entry id → version of its record, the version the next write of it expects.
+    pub versions: HashMap<u64, u64>,
+}
+
 /// An entry on the wire.
 pub fn wire_entry(entry: &Entry) -> pb::Entry {
     pb::Entry {
@@ -90,75 +119,152 @@ pub fn wire_entry(entry: &Entry) -> pb::Entry {
     }
 }
 
-fn stored(list: &TodoList) -> pb::TodoList {
-    pb::TodoList {
-        name: list.name.clone(),
-        entries: list.entries.values().map(wire_entry).collect(),
-        next_id: list.next_id,
+/// The page token of a listing that ended at `last`.
+pub fn page_token(last: &Entry) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}/{}", last.date, last.id))
+}
+
+/// The (date, id) a page token says the previous page ended at.
+pub fn parse_page_token(token: &str) -> Result<Option<(Date, u64)>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let garbage = || {
+        Error::invalid(
+            "page_token",
+            "is not a token this server issued; pass next_page_token unchanged, or empty for the \
+             first page",
+        )
+    };
+    let text = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(garbage)?;
+    let (date, id) = text.split_once('/').ok_or_else(garbage)?;
+    let date = Date::parse(date).map_err(|_| garbage())?;
+    let id = id.parse().map_err(|_| garbage())?;
+    Ok(Some((date, id)))
+}
+
+impl TodoEntity {
+    /// One page of `list`'s entries (of `date`, if given) after `after`, at most `page_size`
+    /// (0: any number) and [`MAX_PAGE_BYTES`], with the token of the next page.
+    fn page(
+        list: &TodoList,
+        date: Option<Date>,
+        page_size: usize,
+        after: Option<(Date, u64)>,
+    ) -> pb::ListEntriesResponse {
+        let limit = if page_size == 0 {
+            usize::MAX
+        } else {
+            page_size
+        };
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        let mut last: Option<&Entry> = None;
+        let all = list.entries(date);
+        let mut rest = all
+            .iter()
+            .filter(|e| after.is_none_or(|(d, id)| (e.date, e.id) > (d, id)))
+            .peekable();
+        while let Some(entry) = rest.peek() {
+            let wire = wire_entry(entry);
+            let len = wire.encoded_len() + 4;
+            if entries.len() == limit || (!entries.is_empty() && bytes + len > MAX_PAGE_BYTES) {
+                break;
+            }
+            bytes += len;
+            entries.push(wire);
+            last = rest.next();
+        }
+        let more = rest.peek().is_some();
+        pb::ListEntriesResponse {
+            entries,
+            next_page_token: last.filter(|_| more).map(page_token).unwrap_or_default(),
+        }
     }
 }
 
 impl Entity for TodoEntity {
     const KIND: &'static str = "todo";
     const KEY_FIELD: &'static str = "list";
-    type State = TodoList;
+    type State = StoredList;
     type Command = TodoCommand;
     type Reply = TodoReply;
     type Snapshot = pb::WatchListResponse;
 
-    fn decode_state(&self, bytes: &[u8]) -> Result<TodoList, String> {
-        let wire = pb::TodoList::decode(bytes).map_err(|e| e.to_string())?;
-        let entries = wire
-            .entries
-            .into_iter()
-            .map(|e| {
-                let date = Date::parse(&e.date).map_err(|err| err.to_string())?;
-                Ok((
-                    e.id,
-                    Entry {
-                        id: e.id,
-                        date,
-                        title: e.title,
-                    },
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(TodoList {
-            name: wire.name,
-            entries,
-            next_id: wire.next_id,
+    fn decode_state(&self, bytes: &[u8]) -> Result<StoredList, String> {
+        let head = pb::TodoList::decode(bytes).map_err(|e| e.to_string())?;
+        let mut list = TodoList::new(head.name).map_err(|e| e.to_string())?;
+        list.next_id = head.next_id;
+        Ok(StoredList {
+            list,
+            versions: HashMap::new(),
         })
     }
 
-    fn encode_state(&self, list: &TodoList) -> Vec<u8> {
-        stored(list).encode_to_vec()
-    }
-
-    fn encode_reply(&self, reply: &TodoReply) -> Vec<u8> {
-        let (tag, body) = match reply {
-            TodoReply::Entry(entry) => (1u8, entry.encode_to_vec()),
-            TodoReply::Entries(entries) => (2u8, entries.encode_to_vec()),
-            TodoReply::Deleted => (3u8, Vec::new()),
-        };
-        let mut bytes = vec![tag];
-        bytes.extend(body);
-        bytes
-    }
-
-    fn decode_reply(&self, bytes: &[u8]) -> Result<TodoReply, String> {
-        match bytes.split_first() {
-            Some((1, body)) => pb::Entry::decode(body).map(TodoReply::Entry),
-            Some((2, body)) => pb::ListEntriesResponse::decode(body).map(TodoReply::Entries),
-            Some((3, _)) => Ok(TodoReply::Deleted),
-            _ => return Err("unknown reply tag".into()),
+    fn encode_state(&self, stored: &StoredList) -> Vec<u8> {
+        pb::TodoList {
+            name: stored.list.name.clone(),
+            next_id: stored.list.next_id,
+            entry_count: stored.list.len() as u64,
         }
-        .map_err(|e| e.to_string())
+        .encode_to_vec()
     }
 
-    fn snapshot(&self, list: &TodoList, version: u64) -> pb::WatchListResponse {
+    fn children(&self, key: &str) -> Option<Children> {
+        Some(Children {
+            namespace: ENTRIES_NAMESPACE,
+            prefix: format!("{}/", escape_key(key)),
+        })
+    }
+
+    fn attach_children(&self, stored: &mut StoredList, children: Vec<Child>) -> Result<(), String> {
+        for child in children {
+            let wire = pb::Entry::decode(child.value.as_slice()).map_err(|e| e.to_string())?;
+            let date = Date::parse(&wire.date).map_err(|e| e.to_string())?;
+            let entry = Entry {
+                id: wire.id,
+                date,
+                title: wire.title,
+            };
+            stored.versions.insert(entry.id, child.version);
+            stored.list.entries.insert(entry.id, entry);
+        }
+        Ok(())
+    }
+
+    fn replay(
+        &self,
+        key: &str,
+        state: Option<&StoredList>,
+        command: TodoCommand,
+        _version: u64,
+        outcome: u64,
+    ) -> Result<Replay<TodoReply>, Error> {
+        let Some(stored) = state else {
+            return Err(self.missing(key));
+        };
+        let entry = |id: u64| {
+            stored.list.get(id).map(wire_entry).ok_or_else(|| {
+                Error::NotFound(format!(
+                    "entry {id}, which this request changed, has been deleted since"
+                ))
+            })
+        };
+        Ok(Replay::Reply(match command {
+            TodoCommand::Add { .. } => TodoReply::Entry(entry(outcome)?),
+            TodoCommand::Update { id, .. } => TodoReply::Entry(entry(id)?),
+            TodoCommand::Delete { .. } | TodoCommand::List { .. } => TodoReply::Deleted,
+        }))
+    }
+
+    fn snapshot(&self, stored: &StoredList, version: u64) -> pb::WatchListResponse {
         pb::WatchListResponse {
-            list: list.name.clone(),
-            entries: list.entries(None).iter().map(wire_entry).collect(),
+            list: stored.list.name.clone(),
+            entries: stored.list.entries(None).iter().map(wire_entry).collect(),
             version,
         }
     }
@@ -174,49 +280,86 @@ impl Entity for TodoEntity {
     fn handle(
         &self,
         key: &str,
-        state: &mut Option<TodoList>,
+        state: &mut Option<StoredList>,
         command: TodoCommand,
         _ctx: Ctx,
     ) -> Result<Step<TodoReply>, Error> {
-        let written = |reply| Step::Write {
-            reply,
-            side_writes: vec![],
+        // Each change writes the list's head (next id, count) and the one entry it touched.
+        let put = |entry: &Entry, expected_version| RecordWrite {
+            namespace: ENTRIES_NAMESPACE,
+            key: entry_key(key, entry.id),
+            value: Some(wire_entry(entry).encode_to_vec()),
+            expected_version,
         };
         if let TodoCommand::Add { date, title, .. } = command {
             // A new list is kept only if its first entry is valid: state stays None on error.
             let mut fresh = None;
-            let list = match state {
-                Some(list) => list,
-                None => fresh.insert(TodoList::new(key.to_string())?),
+            let stored = match state {
+                Some(stored) => stored,
+                None => fresh.insert(StoredList {
+                    list: TodoList::new(key.to_string())?,
+                    versions: HashMap::new(),
+                }),
             };
-            let entry = list.add(date, title)?;
-            if let Some(list) = fresh {
-                *state = Some(list);
+            let entry = stored.list.add(date, title)?;
+            stored.versions.insert(entry.id, 1);
+            let record = put(&entry, 0);
+            if let Some(stored) = fresh {
+                *state = Some(stored);
             }
-            return Ok(written(TodoReply::Entry(wire_entry(&entry))));
+            return Ok(Step::Write {
+                reply: TodoReply::Entry(wire_entry(&entry)),
+                records: vec![record],
+                outcome: entry.id,
+            });
         }
-        let Some(list) = state else {
+        let Some(stored) = state else {
             return Err(self.missing(key));
         };
         Ok(match command {
             TodoCommand::Add { .. } => unreachable!("handled above"),
-            TodoCommand::List { date } => Step::Read(TodoReply::Entries(pb::ListEntriesResponse {
-                entries: list.entries(date).iter().map(wire_entry).collect(),
-            })),
+            TodoCommand::List {
+                date,
+                page_size,
+                after,
+            } => Step::Read(TodoReply::Entries(Self::page(
+                &stored.list,
+                date,
+                page_size,
+                after,
+            ))),
             TodoCommand::Update {
                 id, date, title, ..
             } => {
                 let unchanged = date.is_none() && title.is_none();
-                let reply = TodoReply::Entry(wire_entry(&list.update(id, date, title)?));
+                let entry = stored.list.update(id, date, title)?;
+                let reply = TodoReply::Entry(wire_entry(&entry));
                 if unchanged {
                     Step::Read(reply)
                 } else {
-                    written(reply)
+                    let version = stored.versions.entry(id).or_insert(0);
+                    let record = put(&entry, *version);
+                    *version += 1;
+                    Step::Write {
+                        reply,
+                        records: vec![record],
+                        outcome: 0,
+                    }
                 }
             }
             TodoCommand::Delete { id, .. } => {
-                list.delete(id)?;
-                written(TodoReply::Deleted)
+                stored.list.delete(id)?;
+                let version = stored.versions.remove(&id).unwrap_or(0);
+                Step::Write {
+                    reply: TodoReply::Deleted,
+                    records: vec![RecordWrite {
+                        namespace: ENTRIES_NAMESPACE,
+                        key: entry_key(key, id),
+                        value: None,
+                        expected_version: version,
+                    }],
+                    outcome: 0,
+                }
             }
         })
     }
@@ -237,7 +380,15 @@ mod tests {
         }
     }
 
-    fn apply(list: Option<&TodoList>, command: TodoCommand) -> (Option<TodoList>, TodoReply) {
+    fn list_all() -> TodoCommand {
+        TodoCommand::List {
+            date: None,
+            page_size: 0,
+            after: None,
+        }
+    }
+
+    fn apply(list: Option<&StoredList>, command: TodoCommand) -> (Option<StoredList>, TodoReply) {
         let mut state = list.cloned();
         match TodoEntity
             .handle("groceries", &mut state, command, ctx())
@@ -256,15 +407,62 @@ mod tests {
         };
         let (list, reply) = apply(None, add);
         let list = list.unwrap();
-        assert_eq!(list.name, "groceries");
+        assert_eq!(list.list.name, "groceries");
         assert!(matches!(reply, TodoReply::Entry(pb::Entry { id: 1, .. })));
+        // The head holds no entries; each entry is a child record, loaded back with it.
         let bytes = TodoEntity.encode_state(&list);
-        assert_eq!(TodoEntity.decode_state(&bytes).unwrap(), list);
+        let mut loaded = TodoEntity.decode_state(&bytes).unwrap();
+        assert!(loaded.list.is_empty());
+        let child = Child {
+            key: entry_key("groceries", 1),
+            value: wire_entry(list.list.get(1).unwrap()).encode_to_vec(),
+            version: 1,
+        };
+        TodoEntity
+            .attach_children(&mut loaded, vec![child])
+            .unwrap();
+        assert_eq!(loaded, list);
+    }
+
+    #[test]
+    fn pages_follow_date_then_id_and_tokens_resume_after_the_last_entry() {
+        let mut state = None;
+        for (day, title) in [
+            ("2026-01-03", "c"),
+            ("2026-01-01", "a"),
+            ("2026-01-02", "b"),
+        ] {
+            let add = TodoCommand::Add {
+                date: date(day),
+                title: title.into(),
+                request_id: None,
+            };
+            TodoEntity.handle("l", &mut state, add, ctx()).unwrap();
+        }
+        let list = &state.unwrap().list;
+        let first = TodoEntity::page(list, None, 2, None);
+        let titles = |page: &pb::ListEntriesResponse| {
+            page.entries
+                .iter()
+                .map(|e| e.title.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(titles(&first), ["a", "b"]);
+        let after = parse_page_token(&first.next_page_token).unwrap();
+        let second = TodoEntity::page(list, None, 2, after);
+        assert_eq!(titles(&second), ["c"]);
+        assert!(second.next_page_token.is_empty());
+        assert!(
+            TodoEntity::page(list, None, 0, None)
+                .next_page_token
+                .is_empty()
+        );
+        assert!(parse_page_token("garbage!").is_err());
     }
 
     #[test]
     fn reading_a_list_that_was_never_added_to_is_not_found() {
-        let result = TodoEntity.handle("nope", &mut None, TodoCommand::List { date: None }, ctx());
+        let result = TodoEntity.handle("nope", &mut None, list_all(), ctx());
         assert!(matches!(result, Err(Error::NotFound(_))));
     }
 
@@ -305,19 +503,19 @@ mod tests {
     }
 
     #[test]
-    fn replies_survive_their_encoding() {
-        for reply in [
-            TodoReply::Deleted,
-            TodoReply::Entry(pb::Entry {
-                id: 3,
-                date: "2026-01-01".into(),
-                title: "t".into(),
-            }),
-            TodoReply::Entries(pb::ListEntriesResponse::default()),
-        ] {
-            let bytes = TodoEntity.encode_reply(&reply);
-            assert_eq!(TodoEntity.decode_reply(&bytes).unwrap(), reply);
-        }
-        assert!(TodoEntity.decode_reply(&[9]).is_err());
+    fn a_retried_add_answers_the_entry_it_made_as_it_is_now() {
+        let add = TodoCommand::Add {
+            date: date("2026-11-22"),
+            title: "milk".into(),
+            request_id: None,
+        };
+        let (stored, _) = apply(None, add.clone());
+        let replay = TodoEntity.replay("groceries", stored.as_ref(), add.clone(), 1, 1);
+        assert!(matches!(
+            replay,
+            Ok(Replay::Reply(TodoReply::Entry(pb::Entry { id: 1, .. })))
+        ));
+        let gone = TodoEntity.replay("groceries", stored.as_ref(), add, 1, 2);
+        assert!(matches!(gone, Err(Error::NotFound(_))));
     }
 }

@@ -7,7 +7,7 @@ use store_svc::kit::deadline::Deadline;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::entity::{TodoCommand, TodoEntity, TodoReply};
+use super::entity::{TodoCommand, TodoEntity, TodoReply, parse_page_token};
 use crate::{
     api::{self, watch},
     domain::Date,
@@ -74,7 +74,10 @@ impl TodoService for TodoApi {
         let command = TodoCommand::Add {
             date: date(&r.date)?,
             title: r.title.clone(),
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::AddEntryRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let list = r.list.clone();
         match self.call(&request, &list, command).await? {
@@ -90,8 +93,19 @@ impl TodoService for TodoApi {
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
         let r = request.get_ref();
         validate_key("list", &r.list)?;
+        let page_size = usize::try_from(r.page_size).map_err(|_| {
+            Error::invalid(
+                "page_size",
+                format!(
+                    "is {}; use 0 for as many as fit, or a positive count",
+                    r.page_size
+                ),
+            )
+        })?;
         let command = TodoCommand::List {
             date: optional_date(&r.date)?,
+            page_size,
+            after: parse_page_token(&r.page_token)?,
         };
         let list = r.list.clone();
         match self.call(&request, &list, command).await? {
@@ -111,7 +125,10 @@ impl TodoService for TodoApi {
             id: r.id,
             date: optional_date(&r.date)?,
             title: (!r.title.is_empty()).then(|| r.title.clone()),
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::UpdateEntryRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let list = r.list.clone();
         match self.call(&request, &list, command).await? {
@@ -129,7 +146,10 @@ impl TodoService for TodoApi {
         validate_key("list", &r.list)?;
         let command = TodoCommand::Delete {
             id: r.id,
-            request_id: api::request_id(r.request_id.clone())?,
+            request_id: api::request_id(&r.request_id, || pb::DeleteEntryRequest {
+                request_id: String::new(),
+                ..r.clone()
+            })?,
         };
         let list = r.list.clone();
         match self.call(&request, &list, command).await? {

@@ -51,7 +51,7 @@ fn rss_bytes() -> u64 {
 fn small_cart(key: String) -> Cart {
     let ctx = Ctx {
         now_ms: 1_700_000_000_000,
-        log_limit: 100,
+        log_limit: 20,
     };
     Cart::start(
         StartArgs {
@@ -79,7 +79,8 @@ struct Sample {
 async fn one_run(args: &Args, run: usize) -> Sample {
     let entity = CartEntity {
         catalog: Catalog::default(),
-        log_limit: 100,
+        log_limit: 20,
+        events_per_cart: 10_000,
     };
     let store = Store::in_memory();
     let deadline = || Deadline::after(std::time::Duration::from_secs(60));
@@ -89,16 +90,19 @@ async fn one_run(args: &Args, run: usize) -> Sample {
             state: entity.encode_state(&cart),
             recent_requests: vec![],
         };
+        let put = proto::store::v1::PutRequest {
+            namespace: "cart".into(),
+            key: key(run, i),
+            value: prost::Message::encode_to_vec(&record),
+            expected_version: 0,
+        };
+        let mutation = proto::store::v1::Mutation {
+            kind: Some(proto::store::v1::mutation::Kind::Put(put)),
+        };
         store
-            .put(
-                "cart",
-                &key(run, i),
-                prost::Message::encode_to_vec(&record),
-                0,
-                deadline(),
-            )
+            .commit(vec![mutation], deadline())
             .await
-            .expect("in-memory put");
+            .expect("in-memory commit");
     }
 
     // The state alone: the same carts decoded and held, measured the same way. Kept alive

@@ -16,7 +16,8 @@ use clap::Parser;
 use prost::Message;
 use proto::session::v1::{
     AddItemRequest, ApplyDiscountRequest, CheckoutRequest, EndSessionRequest, GetSessionRequest,
-    Order, RemoveItemRequest, Session, StartSessionRequest, WatchSessionRequest,
+    ListSessionEventsRequest, ListSessionEventsResponse, Order, RemoveItemRequest, Session,
+    StartSessionRequest, WatchSessionRequest,
     cart_service_server::{CartService, CartServiceServer},
 };
 use store_svc::kit::{cli, telemetry};
@@ -99,6 +100,13 @@ impl CartService for Echo {
         &self,
         _request: Request<EndSessionRequest>,
     ) -> Result<Response<Session>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn list_session_events(
+        &self,
+        _request: Request<ListSessionEventsRequest>,
+    ) -> Result<Response<ListSessionEventsResponse>, Status> {
         Err(unimplemented())
     }
 
