@@ -8,7 +8,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     thread,
     time::Instant,
@@ -19,25 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     db::{Db, Write},
     error::{Error, QUEUE_FULL_RETRY},
-    kit::deadline::Deadline,
+    kit::{claim::Claim, deadline::Deadline},
 };
-
-/// Who gets to decide a queued write's fate: the writer (it runs) or the waiting handler (its
-/// deadline fired first, so it is abandoned and must never run). Exactly one of them wins.
-#[derive(Debug, Default)]
-struct Claim(AtomicU8);
-
-const WAITING: u8 = 0;
-const RUNNING: u8 = 1;
-const ABANDONED: u8 = 2;
-
-impl Claim {
-    fn take(&self, to: u8) -> bool {
-        self.0
-            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
 
 /// One commit waiting for the writer: a lone Put or Delete is a commit of one write.
 struct Queued {
@@ -171,7 +154,7 @@ impl Pending {
             biased;
             result = &mut answer => result.unwrap_or(Err(Error::ShuttingDown)),
             () = tokio::time::sleep_until(deadline.instant()) => {
-                if claim.take(ABANDONED) {
+                if claim.abandon() {
                     Err(Error::DeadlineExceeded)
                 } else {
                     // The writer started it just in time: its outcome is the answer.
@@ -190,7 +173,7 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
         let mut applied = 0u64;
         let mut commits = 0u64;
         for queued in batch.drain(..) {
-            if !queued.claim.take(RUNNING) {
+            if !queued.claim.start() {
                 continue; // Abandoned: its caller was already told DEADLINE_EXCEEDED.
             }
             let result = if now >= queued.deadline {
@@ -353,7 +336,7 @@ mod tests {
         assert!(matches!(result, Err(Error::DeadlineExceeded)), "{result:?}");
         let queued = rx.recv().await.unwrap();
         assert!(
-            !queued.claim.take(RUNNING),
+            !queued.claim.start(),
             "the writer could still run a write its caller was told never ran"
         );
     }
@@ -372,17 +355,10 @@ mod tests {
             )
             .unwrap();
         let queued = rx.recv().await.unwrap();
-        assert!(queued.claim.take(RUNNING));
+        assert!(queued.claim.start());
         let outcome = tokio::spawn(pending.outcome());
         tokio::time::sleep(Duration::from_millis(50)).await;
         queued.reply.send(Ok(vec![7])).unwrap();
         assert_eq!(outcome.await.unwrap().unwrap(), [7]);
-    }
-
-    #[test]
-    fn a_claim_has_exactly_one_winner() {
-        let claim = Claim::default();
-        assert!(claim.take(ABANDONED));
-        assert!(!claim.take(RUNNING));
     }
 }

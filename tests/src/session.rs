@@ -136,6 +136,11 @@ impl SessionOptions {
         self.flag("--log-limit", entries)
     }
 
+    /// Sets `--events-per-cart`.
+    pub fn events_per_cart(self, events: usize) -> Self {
+        self.flag("--events-per-cart", events)
+    }
+
     /// Sets `--discounts` (replacing [`TEST_DISCOUNTS`]).
     pub fn discounts(self, catalog: &str) -> Self {
         self.flag("--discounts", catalog)

@@ -1,6 +1,8 @@
-//! Slow store: a call whose deadline passes while session-svc waits on store-svc fails with
-//! DEADLINE_EXCEEDED, and its change is not applied later (seed 004: a timed-out call that
-//! still runs afterwards is the bug we fix).
+//! Slow store: a call whose deadline passes while session-svc waits on store-svc fails, and its
+//! change is not applied later (seed 004: a timed-out call that still runs afterwards is the
+//! bug we fix). The failure tells the truth: the write was already on its way to the store, so
+//! session-svc answers UNAVAILABLE "outcome unknown" (never DEADLINE_EXCEEDED, which would
+//! promise it was not applied), and a retry with the same request id settles it, once.
 //!
 //! The store sits behind a [`DelayProxy`]: every chunk, both ways, arrives 300 ms late, so the
 //! store receives the write after its caller's 100 ms budget is gone.
@@ -11,7 +13,7 @@ use tests::{
     DelayProxy, SessionOptions,
     session_client::{add_item, add_request, get_session, quantity_of, start, with_timeout},
     spawn_session, spawn_store,
-    status::{expect_code, is_client_side_timeout},
+    status::is_client_side_timeout,
     store_client::get,
 };
 use tonic::Code;
@@ -30,7 +32,7 @@ const SETTLE: Duration = Duration::from_millis(1500);
 const HANG_LIMIT: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_whose_deadline_passes_on_a_slow_store_is_deadline_exceeded_and_never_applied() {
+async fn a_write_whose_deadline_passes_on_a_slow_store_is_never_applied_and_says_so_truthfully() {
     let store = spawn_store().await;
     let proxy = DelayProxy::start(store.addr(), Duration::ZERO)
         .await
@@ -45,14 +47,21 @@ async fn a_write_whose_deadline_passes_on_a_slow_store_is_deadline_exceeded_and_
     proxy.set_delay(STORE_DELAY);
     // Over a bare connection the answer is session-svc's own.
     let started = Instant::now();
-    let outcome = raw
-        .add_item(with_timeout(add_request(key, "A", 1, 100), CLIENT_DEADLINE))
-        .await;
+    let slow = || {
+        let mut request = add_request(key, "A", 1, 100);
+        request.request_id = "slow-1".into();
+        request
+    };
+    let outcome = raw.add_item(with_timeout(slow(), CLIENT_DEADLINE)).await;
     let elapsed = started.elapsed();
     eprintln!(
         "AddItem with a {CLIENT_DEADLINE:?} deadline on a slow store answered in {elapsed:?}"
     );
-    expect_code(outcome, Code::DeadlineExceeded, "AddItem, server's answer");
+    let status = outcome.expect_err("AddItem with a 100 ms deadline on a slow store");
+    assert!(
+        status.code() == Code::Unavailable && status.message().contains("unknown"),
+        "the write was sent, so its outcome is unknown: {status:?}"
+    );
     assert!(elapsed < HANG_LIMIT, "the expired AddItem took {elapsed:?}");
     // Through tonic's Channel, its own timer may answer first; either way it fails.
     let started = Instant::now();
@@ -87,10 +96,20 @@ async fn a_write_whose_deadline_passes_on_a_slow_store_is_deadline_exceeded_and_
         get(&mut store_client, "cart", key).await.unwrap().version,
         before.version
     );
-    // And the key works normally again.
+    // The retry the UNAVAILABLE asked for is applied, once; so is a new request.
+    let retried = cart.add_item(slow()).await.unwrap().into_inner();
+    assert_eq!(
+        (quantity_of(&retried, "A"), retried.version),
+        (2, before.version + 1)
+    );
+    let again = cart.add_item(slow()).await.unwrap().into_inner();
+    assert_eq!(
+        again.version, retried.version,
+        "a second retry changes nothing"
+    );
     let next = add_item(&mut cart, key, "A", 1, 100).await.unwrap();
     assert_eq!(
         (quantity_of(&next, "A"), next.version),
-        (2, before.version + 1)
+        (3, before.version + 2)
     );
 }

@@ -318,7 +318,10 @@ impl<E: Entity> Actor<E> {
     async fn handle(&mut self, envelope: Box<Envelope<E>>) {
         let Envelope { msg, deadline } = *envelope;
         match msg {
-            Msg::Command(command, reply) => {
+            Msg::Command(command, reply, claim) => {
+                if !claim.start() {
+                    return; // Its caller gave up and answered DEADLINE_EXCEEDED: never run it.
+                }
                 let result = self.command(command, deadline).await;
                 let _ = reply.send(result); // the caller may have gone
             }

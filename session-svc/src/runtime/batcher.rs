@@ -21,7 +21,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -30,7 +30,7 @@ use prost::Message as _;
 use proto::store::v1::{
     BatchWriteRequest, Write, store_service_client::StoreServiceClient, write::Operation,
 };
-use store_svc::kit::deadline::Deadline;
+use store_svc::kit::{claim::Claim, deadline::Deadline};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Code, Request, Status, transport::Channel};
 
@@ -56,23 +56,6 @@ pub struct BatchStats {
     pub batches: AtomicU64,
     /// Writes those calls carried.
     pub writes: AtomicU64,
-}
-
-/// Who decides a queued write's fate: the sender (it goes on the wire) or the waiting caller
-/// (its deadline passed first, so it must never be sent). Exactly one of them wins.
-#[derive(Debug, Default)]
-struct Claim(AtomicU8);
-
-const WAITING: u8 = 0;
-const SENT: u8 = 1;
-const ABANDONED: u8 = 2;
-
-impl Claim {
-    fn take(&self, to: u8) -> bool {
-        self.0
-            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
 }
 
 /// A write's result: for a Put its version, for a Delete 0, for a Commit each mutation's.
@@ -102,8 +85,8 @@ pub fn store_deadline(deadline: Deadline) -> Deadline {
 /// The status of a write that was sent and got no answer in time: it may have been applied.
 pub fn outcome_unknown(why: &str) -> Status {
     Status::unavailable(format!(
-        "{why}; the write may or may not have been applied: retry with the same request id \
-         (a retry is applied at most once)"
+        "{why}; the outcome is unknown (the write may or may not have been applied): retry \
+         with the same request id, which is applied at most once"
     ))
 }
 
@@ -169,7 +152,7 @@ impl Batcher {
             Ok(Err(_)) => Err(outcome_unknown(
                 "the batch carrying this write to the store was lost",
             )),
-            Err(_) if claim.take(ABANDONED) => Err(Status::deadline_exceeded(
+            Err(_) if claim.abandon() => Err(Status::deadline_exceeded(
                 "the deadline passed while the write waited to be sent to the store; it was not \
                  applied",
             )),
@@ -241,7 +224,7 @@ fn split_by_size(batch: Vec<Queued>) -> Vec<Vec<Queued>> {
 /// gets its result.
 async fn send(shared: &Shared, chunk: Vec<Queued>) {
     // A write whose caller gave up is not sent; one that is sent can no longer be abandoned.
-    let chunk = chunk.into_iter().filter(|queued| queued.claim.take(SENT));
+    let chunk = chunk.into_iter().filter(|queued| queued.claim.start());
     if shared.no_batch_write.load(Ordering::Relaxed) {
         for queued in chunk {
             tokio::spawn(send_alone(shared.client.clone(), queued));

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use store_svc::kit::deadline::Deadline;
+use store_svc::kit::{claim::Claim, deadline::Deadline};
 use tokio::{
     sync::{broadcast, oneshot, watch},
     time::Instant,
@@ -49,10 +49,26 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
     })
 }
 
+/// How long past its deadline a caller waits for a command the actor already started: the
+/// actor bounds every step by its own, earlier deadline, so its answer is normally on the way.
+const RUNNING_GRACE: Duration = Duration::from_millis(250);
+
+/// The deadline an actor works to for a caller that must answer by `deadline`: a twentieth of
+/// the time left earlier (1 to 25 ms), room for the actor's answer to reach the caller.
+fn actor_deadline(deadline: Deadline) -> Deadline {
+    let remaining = deadline.remaining();
+    let margin = (remaining / 20).clamp(Duration::from_millis(1), Duration::from_millis(25));
+    Deadline::after(remaining.saturating_sub(margin))
+}
+
 /// What a message asks of an actor.
 pub(super) enum Msg<E: Entity> {
-    /// Handle a command and answer.
-    Command(E::Command, oneshot::Sender<Result<E::Reply, Error>>),
+    /// Handle a command and answer, unless the caller abandoned it first (the claim).
+    Command(
+        E::Command,
+        oneshot::Sender<Result<E::Reply, Error>>,
+        Arc<Claim>,
+    ),
     /// Handle a command, answering no one (a cast).
     Cast(E::Command),
     /// Subscribe to changes: the current snapshot and a receiver of the next ones.
@@ -209,15 +225,45 @@ impl<E: Entity> Kind<E> {
 
     /// Sends `command` to the actor of `key` (activating it) and waits for its answer, at
     /// most until `deadline`. State-changing commands are answered once durable.
+    ///
+    /// The answer tells the truth about the outcome. The actor works to a deadline a little
+    /// earlier than the caller's ([`actor_deadline`]), so its own answer (DEADLINE_EXCEEDED
+    /// when it dropped the command unexecuted, UNAVAILABLE when a write's outcome is unknown)
+    /// arrives in time. If the caller's deadline passes first, the command's claim decides:
+    /// still queued, it is abandoned and never runs (DEADLINE_EXCEEDED); already running, its
+    /// answer is awaited a little longer, and failing that the outcome is unknown.
     pub async fn call(
         &self,
         key: &str,
         command: E::Command,
         deadline: Deadline,
     ) -> Result<E::Reply, Error> {
-        let (reply, answer) = oneshot::channel();
-        self.send(key, Msg::Command(command, reply), deadline)?;
-        self.wait(key, answer, deadline).await?
+        let (reply, mut answer) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
+        let msg = Msg::Command(command, reply, claim.clone());
+        self.send(key, msg, actor_deadline(deadline))?;
+        let crashed = || Error::ActorCrashed {
+            kind: E::KIND,
+            key: key.to_string(),
+        };
+        match tokio::time::timeout_at(deadline.instant(), &mut answer).await {
+            Ok(answer) => return answer.map_err(|_| crashed())?,
+            Err(_) if claim.abandon() => {
+                return Err(Error::DeadlineExceeded(format!(
+                    "{}/{key} was busy until the deadline; the request was not executed",
+                    E::KIND
+                )));
+            }
+            Err(_) => {}
+        }
+        match tokio::time::timeout(RUNNING_GRACE, answer).await {
+            Ok(answer) => answer.map_err(|_| crashed())?,
+            Err(_) => Err(Error::StoreUnavailable(format!(
+                "{}/{key} did not finish the request by its deadline; the outcome is unknown: \
+                 retry with the same request id",
+                E::KIND
+            ))),
+        }
     }
 
     /// Queues `command` for the actor of `key` and returns at once: accepted, not done. For
@@ -448,7 +494,7 @@ impl<E: Entity> Envelope<E> {
     /// Answers the sender with `error` without running the message.
     pub(super) fn refuse(self, error: Error) {
         match self.msg {
-            Msg::Command(_, reply) => {
+            Msg::Command(_, reply, _) => {
                 let _ = reply.send(Err(error));
             }
             Msg::Watch(reply) => {

@@ -5,6 +5,7 @@
 //! It lives in store-svc's library because store-svc is the first server; session-svc depends
 //! on it so both servers behave the same at the edges (same deadline rule, same drain order).
 
+pub mod claim;
 pub mod cli;
 pub mod deadline;
 pub mod duration;
