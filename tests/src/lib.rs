@@ -9,10 +9,13 @@
 //! - `process`: any service binary that announces `listening on ADDR` on stdout:
 //!   [`ServiceProcess`] (spawn, signal, SIGKILL, wait, RSS, stderr log) and [`locate_binary`].
 //! - `store`: store-svc specifics: [`StoreOptions`] → flags, [`StoreProcess`], [`spawn_store`].
-//! - `store_client`: one-line Get / Put / Delete / Scan calls.
+//! - `store_client`: one-line Get / Put / Delete / Scan / Commit calls, and Commit's mutations.
 //! - `raw_channel`: [`raw_channel::RawChannel`], HTTP/2 without tonic's client-side deadline,
 //!   so a test sees the server's own answer to an expired request.
-//! - `status`: reading statuses per the error contract (BadRequest fields, codes, numbers).
+//! - `raw_bytes`: [`raw_bytes::call_raw`], any unary method called with bytes that need not be
+//!   protobuf (through [`raw_bytes::RawBytesCodec`]), to test what a server makes of garbage.
+//! - `status`: reading statuses per the error contract (BadRequest fields, ErrorInfo version
+//!   conflicts, codes, numbers).
 //! - `ledger`: [`KeyHistory`], what a test knows about its writes, and the durability check.
 //! - `writers`: concurrent writers that record every acknowledged write.
 //! - `grpcurl`: running grpcurl, failing loudly when it is not installed.
@@ -30,6 +33,7 @@ pub mod ledger;
 pub mod load;
 pub mod process;
 pub mod proxy;
+pub mod raw_bytes;
 pub mod raw_channel;
 pub mod session;
 pub mod session_client;

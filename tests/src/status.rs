@@ -46,6 +46,54 @@ pub fn assert_invalid_argument_naming<T: Debug>(
     );
 }
 
+/// `google.rpc.ErrorInfo.reason` of an ABORTED version conflict.
+pub const VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+
+/// What an ABORTED version conflict names in its `google.rpc.ErrorInfo`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VersionConflict {
+    /// Metadata `index`: which mutation of the commit failed (0 for a lone Put or Delete).
+    pub index: usize,
+    /// Metadata `current_version`: the key's version now (0 when absent).
+    pub current_version: u64,
+}
+
+/// The version conflict `status` names: its ErrorInfo with reason [`VERSION_CONFLICT`] and
+/// numeric `index` and `current_version` metadata. `None` when any of that is missing.
+pub fn version_conflict(status: &Status) -> Option<VersionConflict> {
+    let info = status.get_details_error_info()?;
+    if info.reason != VERSION_CONFLICT {
+        return None;
+    }
+    Some(VersionConflict {
+        index: info.metadata.get("index")?.parse().ok()?,
+        current_version: info.metadata.get("current_version")?.parse().ok()?,
+    })
+}
+
+/// Asserts that `result` is ABORTED with a version conflict naming mutation `index` and
+/// `current_version`.
+pub fn assert_version_conflict<T: Debug>(
+    result: Result<T, Status>,
+    index: usize,
+    current_version: u64,
+    case: &str,
+) {
+    let status = expect_code(result, Code::Aborted, case);
+    let expected = VersionConflict {
+        index,
+        current_version,
+    };
+    assert_eq!(
+        version_conflict(&status),
+        Some(expected),
+        "{case}: ABORTED should carry ErrorInfo {VERSION_CONFLICT} with index {index} and \
+         current_version {current_version}; details: {:?}, message: {:?}",
+        status.get_details_error_info(),
+        status.message()
+    );
+}
+
 /// Asserts that `result` failed with `code`, and returns the status for further checks.
 pub fn expect_code<T: Debug>(result: Result<T, Status>, code: Code, case: &str) -> Status {
     match result {

@@ -1,7 +1,11 @@
 //! One-line calls for the store API, so tests say what they do rather than build messages.
+//!
+//! Commit's mutations are built with [`put_mutation`], [`delete_mutation`] and
+//! [`check_mutation`] and sent with [`commit`].
 
 use proto::store::v1::{
-    DeleteRequest, Entry, GetRequest, GetResponse, PutRequest, ScanRequest, ScanResponse,
+    Check, CommitRequest, DeleteRequest, Entry, GetRequest, GetResponse, Mutation, PutRequest,
+    ScanRequest, ScanResponse, mutation::Kind,
 };
 use tokio::task::JoinSet;
 use tonic::{Code, Status};
@@ -132,4 +136,64 @@ pub async fn put_all(
         done.expect("put task panicked")?;
     }
     Ok(())
+}
+
+/// Applies `mutations` all or nothing; each one's version (the version a put made, 0 for a
+/// delete, the checked version for a check), after checking there is one per mutation.
+pub async fn commit(
+    client: &mut StoreClient,
+    mutations: Vec<Mutation>,
+) -> Result<Vec<u64>, Status> {
+    let sent = mutations.len();
+    let versions = client
+        .commit(CommitRequest { mutations })
+        .await?
+        .into_inner()
+        .versions;
+    assert_eq!(
+        versions.len(),
+        sent,
+        "Commit must answer one version per mutation: {versions:?}"
+    );
+    Ok(versions)
+}
+
+/// A commit's put of `value` at `key`, if the key is at `expected_version` (0: absent).
+pub fn put_mutation(
+    namespace: &str,
+    key: &str,
+    value: impl Into<Vec<u8>>,
+    expected_version: u64,
+) -> Mutation {
+    Mutation {
+        kind: Some(Kind::Put(PutRequest {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            value: value.into(),
+            expected_version,
+        })),
+    }
+}
+
+/// A commit's delete of `key`, if it is at `expected_version` (0: absent, a no-op).
+pub fn delete_mutation(namespace: &str, key: &str, expected_version: u64) -> Mutation {
+    Mutation {
+        kind: Some(Kind::Delete(DeleteRequest {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            expected_version,
+        })),
+    }
+}
+
+/// A commit's fence: writes nothing, but the commit applies only if `key` is at `version`
+/// (0: absent).
+pub fn check_mutation(namespace: &str, key: &str, version: u64) -> Mutation {
+    Mutation {
+        kind: Some(Kind::Check(Check {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            version,
+        })),
+    }
 }
