@@ -189,7 +189,12 @@ impl Db {
     pub fn apply(&self, write: &Write) -> Result<u64, Error> {
         let (tree, version) = self.checked(0, write)?;
         match (&write.change, tree) {
-            (Change::Put(value), Some(tree)) => {
+            (Change::Put(value), tree) => {
+                // A namespace is created by its first write, never by a refused one.
+                let tree = match tree {
+                    Some(tree) => tree,
+                    None => self.tree_for_write(&write.namespace)?,
+                };
                 tree.insert(&write.key, Record::encode(version, value))?;
             }
             (Change::Delete, Some(tree)) => {
@@ -213,12 +218,21 @@ impl Db {
         // (tree index, write index, new version) of every write that changes something.
         let mut trees: Vec<sled::Tree> = Vec::new();
         let mut changes = Vec::with_capacity(writes.len());
+        let mut checked = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
             let (tree, version) = self.checked(index, write)?;
             versions.push(version);
-            if let Some(tree) = tree
-                && !matches!(write.change, Change::Check)
-            {
+            checked.push(tree);
+        }
+        // Every version matched: only now may a Put create its namespace.
+        for (index, (write, tree)) in writes.iter().zip(checked).enumerate() {
+            let version = versions[index];
+            let tree = match (&write.change, tree) {
+                (Change::Check, _) | (Change::Delete, None) => None,
+                (Change::Put(_), None) => Some(self.tree_for_write(&write.namespace)?),
+                (_, tree) => tree,
+            };
+            if let Some(tree) = tree {
                 let slot = match trees.iter().position(|t| t.name() == tree.name()) {
                     Some(slot) => slot,
                     None => {
@@ -266,14 +280,10 @@ impl Db {
     }
 
     /// Checks `write` (the `index`th of its commit) against the stored version, and returns
-    /// the tree to change (`None`: nothing to change) and the version the key will have.
+    /// the namespace's tree (`None`: it does not exist yet) and the version the key will have.
+    /// Creates nothing: a refused write must leave no namespace behind.
     fn checked(&self, index: usize, write: &Write) -> Result<(Option<sled::Tree>, u64), Error> {
-        let tree = match (&write.change, self.existing_tree(&write.namespace)) {
-            (_, Some(tree)) => Some(tree),
-            (Change::Put(_), None) => Some(self.tree_for_write(&write.namespace)?),
-            // Deleting or checking in a namespace that does not exist must not create it.
-            (Change::Delete | Change::Check, None) => None,
-        };
+        let tree = self.existing_tree(&write.namespace);
         let current = match &tree {
             Some(tree) => match tree.get(&write.key)? {
                 Some(bytes) => Record::decode(&bytes)?.version,
@@ -500,6 +510,15 @@ mod tests {
         assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"a");
         assert_eq!(db.get("events", "e").unwrap(), None);
         assert_eq!(db.get("ns", "new").unwrap(), None);
+    }
+
+    #[test]
+    fn a_refused_write_creates_no_namespace() {
+        let (_dir, db) = open();
+        assert!(db.apply(&in_ns("new", put("k", "v", 1))).is_err());
+        let stale = [in_ns("new", put("k", "v", 0)), check("ns", "absent", 1)];
+        assert!(db.commit(&stale).is_err());
+        assert!(db.trees.read().unwrap().is_empty());
     }
 
     #[test]
