@@ -76,7 +76,7 @@ struct LoadArgs {
     /// Unmeasured load before each measurement.
     #[arg(long, default_value = "2s", value_parser = bounded_duration)]
     warmup: Duration,
-    /// Runs; each measures both compared targets, in an order that alternates between runs.
+    /// Runs; each measures every compared target, in an order that rotates between runs.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
 }

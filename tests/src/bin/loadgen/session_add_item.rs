@@ -21,8 +21,8 @@ use crate::{
     carts::{add_item_request, cart_clients, start_session, start_sessions},
     measure::{Measured, Target, WindowSample, measure_runs, sample_window},
     report::{
-        Layout, median_of, met, ops, p99, per_flush, percent, print_header_end, print_header_start,
-        print_summary,
+        Layout, SummaryColumn, bytes, median_of, met, micros, ops, p99, per_flush, percent,
+        print_header_end, print_header_start, print_summary,
     },
     servers::{SESSION_BINARY, require_binaries, spawn_session_svc},
 };
@@ -69,6 +69,8 @@ impl Target for Writer {
 const LAYOUT: Layout<Writer> = Layout {
     target_column: "target",
     extra_columns: &[
+        "server CPU µs/op",
+        "disk B/op",
         "writes/batch",
         "writes/flush",
         "session-svc CPU",
@@ -77,6 +79,18 @@ const LAYOUT: Layout<Writer> = Layout {
         "other CPU",
     ],
     extra_cells: run_cells,
+    summary_columns: &[
+        SummaryColumn {
+            name: "server CPU µs/op",
+            stat: server_cpu_per_op,
+            format: micros,
+        },
+        SummaryColumn {
+            name: "disk B/op",
+            stat: disk_per_op,
+            format: bytes,
+        },
+    ],
     request: "request",
     ratio: "batched / unbatched",
     ratio_decimals: 2,
@@ -94,12 +108,18 @@ pub async fn run(args: SessionAddItem) -> anyhow::Result<()> {
         .context("measuring a cart's size for the baseline")?;
 
     print_header(&args, cart_bytes);
-    let results = measure_runs("session-add-item", args.load.runs, &LAYOUT, |target| {
-        let args = &args;
-        async move { drive_add_items(args, target).await }
-    })
+    let results = measure_runs(
+        "session-add-item",
+        args.load.runs,
+        &Writer::PAIR,
+        &LAYOUT,
+        |target| {
+            let args = &args;
+            async move { drive_add_items(args, target).await }
+        },
+    )
     .await?;
-    print_summary(&LAYOUT, args.load.runs, &results);
+    print_summary(&LAYOUT, args.load.runs, &Writer::PAIR, &results);
     let add_ops = median_of(&results, Writer::Batched, ops).unwrap_or(0.0);
     let add_p99 = median_of(&results, Writer::Batched, p99);
     println!(
@@ -211,7 +231,10 @@ fn print_header(args: &SessionAddItem, cart_bytes: usize) {
     );
     println!(
         "- latency: from sending the request to its OK (durable); CPU in % of one core over the \
-         measured window; \"other CPU\" is everything else on the machine (noise)"
+         measured window; \"server CPU µs/op\" is session-svc's and store-svc's together per OK \
+         AddItem; \"disk B/op\" is what store-svc sent to disk per OK AddItem (`write_bytes` of \
+         /proc/PID/io: whole pages, file system journal not included); \"other CPU\" is \
+         everything else on the machine (noise)"
     );
     print_header_end();
 }
@@ -220,6 +243,8 @@ fn print_header(args: &SessionAddItem, cart_bytes: usize) {
 fn run_cells(measured: &Measured<Writer>) -> Vec<String> {
     let window = &measured.window;
     vec![
+        micros(server_cpu_per_op(measured)),
+        bytes(disk_per_op(measured)),
         per_flush(window.writes_per_batch),
         per_flush(window.writes_per_flush),
         percent(window.cpu(0)),
@@ -227,4 +252,14 @@ fn run_cells(measured: &Measured<Writer>) -> Vec<String> {
         percent(window.loadgen_cpu),
         percent(window.other_cpu),
     ]
+}
+
+/// session-svc's and store-svc's CPU time per OK AddItem, in µs.
+fn server_cpu_per_op(measured: &Measured<Writer>) -> Option<f64> {
+    measured.cpu_micros_per_op(&[0, 1])
+}
+
+/// Bytes store-svc sent to disk per OK AddItem.
+fn disk_per_op(measured: &Measured<Writer>) -> Option<f64> {
+    measured.written_per_op(1)
 }

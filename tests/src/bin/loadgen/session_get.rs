@@ -20,8 +20,8 @@ use crate::{
     carts::{CartApi, cart_clients, start_sessions},
     measure::{Measured, Target, WindowSample, measure_runs, sample_window},
     report::{
-        Layout, median_of, met, micros, ms, p99, percent, print_header_end, print_header_start,
-        print_summary,
+        Layout, SummaryColumn, median_of, met, micros, ms, p99, percent, print_header_end,
+        print_header_start, print_summary,
     },
     servers::{ECHO_BINARY, SESSION_BINARY, require_binaries, spawn_session_svc},
 };
@@ -79,6 +79,11 @@ const LAYOUT: Layout<Reader> = Layout {
         "other CPU",
     ],
     extra_cells: run_cells,
+    summary_columns: &[SummaryColumn {
+        name: "server CPU µs/op",
+        stat: server_cpu_per_op,
+        format: micros,
+    }],
     request: "GetSession",
     ratio: "session-svc / echo",
     ratio_decimals: 2,
@@ -127,15 +132,21 @@ pub async fn run(args: SessionGet) -> anyhow::Result<()> {
     let pids = [session.pid(), echo.pid(), store.pid()];
 
     print_header(&args, canned.len());
-    let results = measure_runs("session-get", args.load.runs, &LAYOUT, |target| {
-        let clients = match target {
-            Reader::SessionSvc => carts.clone(),
-            Reader::Echo => echo_carts.clone(),
-        };
-        drive_gets(&args.load, clients, Arc::clone(&keys), &pids)
-    })
+    let results = measure_runs(
+        "session-get",
+        args.load.runs,
+        &Reader::PAIR,
+        &LAYOUT,
+        |target| {
+            let clients = match target {
+                Reader::SessionSvc => carts.clone(),
+                Reader::Echo => echo_carts.clone(),
+            };
+            drive_gets(&args.load, clients, Arc::clone(&keys), &pids)
+        },
+    )
     .await?;
-    let ratio = print_summary(&LAYOUT, args.load.runs, &results);
+    let ratio = print_summary(&LAYOUT, args.load.runs, &Reader::PAIR, &results);
     print_cpu_ratio(&args, &results);
     println!(
         "Target of issue 3 (warm reads): ratio ≥ 0.8 {}; session-svc p99 {} ms (reported, no target).",
@@ -224,9 +235,7 @@ fn run_cells(measured: &Measured<Reader>) -> Vec<String> {
 
 /// The driven server's CPU time per answered GetSession, in microseconds.
 fn server_cpu_per_op(measured: &Measured<Reader>) -> Option<f64> {
-    let cpu = measured.window.cpu(measured.target.cpu_index())?;
-    let ops = measured.report.ops_per_sec();
-    (ops > 0.0).then(|| cpu / 100.0 * 1e6 / ops)
+    measured.cpu_micros_per_op(&[measured.target.cpu_index()])
 }
 
 /// The echo server's CPU per GetSession over session-svc's, run by run and their median.
