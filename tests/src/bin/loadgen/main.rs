@@ -3,10 +3,11 @@
 //!
 //! - `store-put`: durable Puts against store-svc, group commit vs one flush per write.
 //! - `session-get`: GetSession on live session-svc actors vs a bare tonic echo server
-//!   (`echo_server`, a binary of this crate), the same clients driving both.
+//!   (`echo_server`, a binary of this crate) and vs `redis_cart` (another binary of this crate:
+//!   a stateless CartService over Redis), the same clients driving all of them.
 //! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), session-svc's
-//!   store writes batched (its default) vs one Put call per write vs `redis_cart` (another
-//!   binary of this crate: a stateless CartService) over a Redis that fsyncs every write.
+//!   store writes batched (its default) vs one Put call per write vs `redis_cart` over a Redis
+//!   that fsyncs every write.
 //!
 //! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
 //! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
@@ -61,7 +62,8 @@ struct Cli {
 enum Bench {
     /// Durable Puts against store-svc: group commit vs one flush per write, side by side.
     StorePut(StorePut),
-    /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server.
+    /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server and
+    /// vs redis_cart over Redis.
     SessionGet(SessionGet),
     /// Durable writes: AddItem end to end, store writes batched vs one Put call per write vs
     /// redis_cart over Redis.
