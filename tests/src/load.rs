@@ -285,6 +285,21 @@ pub fn own_cpu_time() -> std::io::Result<Duration> {
     process_cpu_time(std::process::id())
 }
 
+/// Bytes a process has caused to be sent to storage so far (`write_bytes` of `/proc/PID/io`,
+/// Linux only; counted in pages as they are dirtied, so a 100-byte write that is fsynced costs
+/// a page). Take two readings around a window to get what it wrote in it.
+pub fn process_written_bytes(pid: u32) -> std::io::Result<u64> {
+    written_bytes_from_io(&std::fs::read_to_string(format!("/proc/{pid}/io"))?)
+        .ok_or_else(|| std::io::Error::other("no write_bytes line in /proc/PID/io"))
+}
+
+/// The `write_bytes:` field of a `/proc/PID/io` file.
+fn written_bytes_from_io(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// utime + stime of a `/proc/PID/stat` line. The command name (field 2) may hold spaces and
 /// parentheses, so fields are counted from the last `)`: utime and stime are fields 14 and 15.
 fn cpu_time_from_stat(stat: &str) -> Option<Duration> {
@@ -384,6 +399,14 @@ mod tests {
         assert_eq!(cpu_time_from_stat(stat), Some(Duration::from_secs(3)));
         assert_eq!(cpu_time_from_stat("garbage"), None);
         assert!(own_cpu_time().is_ok());
+    }
+
+    #[test]
+    fn written_bytes_are_read_from_proc_io() {
+        let io = "rchar: 42402\nwchar: 11507\nsyscr: 70\nsyscw: 18\nread_bytes: 2404352\n\
+                  write_bytes: 32768\ncancelled_write_bytes: 0\n";
+        assert_eq!(written_bytes_from_io(io), Some(32768));
+        assert_eq!(written_bytes_from_io("cancelled_write_bytes: 5\n"), None);
     }
 
     #[test]

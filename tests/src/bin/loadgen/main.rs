@@ -3,9 +3,14 @@
 //!
 //! - `store-put`: durable Puts against store-svc, group commit vs one flush per write.
 //! - `session-get`: GetSession on live session-svc actors vs a bare tonic echo server
-//!   (`echo_server`, a binary of this crate), the same clients driving both.
+//!   (`echo_server`, a binary of this crate) and vs `redis_cart` (another binary of this crate:
+//!   a stateless CartService over Redis), the same clients driving all of them.
 //! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), session-svc's
-//!   store writes batched (its default) vs one Put call per write.
+//!   store writes batched (its default) vs one Put call per write vs `redis_cart` over a Redis
+//!   that fsyncs every write.
+//!
+//! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
+//! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
 //!
 //! Build the release binaries first: `cargo build --release --workspace --bins`, then
 //! `cargo run --release -p tests --bin loadgen -- store-put`. The harness starts the binaries
@@ -16,13 +21,15 @@
 //! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
 //! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`: one benchmark each (its flags,
 //!   what it compares, how it drives load, its header and summary).
-//! - `measure.rs`: the alternating runs every benchmark makes and what a window samples.
+//! - `measure.rs`: the rotating runs every benchmark makes and what a window samples.
 //! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
 //! - `servers.rs`: finding and starting the binaries, connecting to them.
+//! - `redis_server.rs`: finding `redis-server` and starting it durable in a temp dir.
 //! - `carts.rs`: cart clients and the sessions set up before a measurement.
 
 mod carts;
 mod measure;
+mod redis_server;
 mod report;
 mod servers;
 mod session_add_item;
@@ -55,9 +62,11 @@ struct Cli {
 enum Bench {
     /// Durable Puts against store-svc: group commit vs one flush per write, side by side.
     StorePut(StorePut),
-    /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server.
+    /// Warm reads: GetSession on live session-svc actors vs a bare tonic echo server and
+    /// vs redis_cart over Redis.
     SessionGet(SessionGet),
-    /// Durable writes: AddItem end to end, store writes batched vs one Put call per write.
+    /// Durable writes: AddItem end to end, store writes batched vs one Put call per write vs
+    /// redis_cart over Redis.
     SessionAddItem(SessionAddItem),
 }
 
@@ -76,7 +85,7 @@ struct LoadArgs {
     /// Unmeasured load before each measurement.
     #[arg(long, default_value = "2s", value_parser = bounded_duration)]
     warmup: Duration,
-    /// Runs; each measures both compared targets, in an order that alternates between runs.
+    /// Runs; each measures every compared target, in an order that rotates between runs.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
 }

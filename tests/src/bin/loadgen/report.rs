@@ -11,13 +11,15 @@ use crate::{
 };
 
 /// How one benchmark's runs table and summary read, beyond what every benchmark prints.
-pub struct Layout<T> {
+pub struct Layout<T: 'static> {
     /// The runs table's second column: what its rows compare.
     pub target_column: &'static str,
     /// The runs table's columns after the ones every benchmark has (ops/s, latency, errors).
     pub extra_columns: &'static [&'static str],
     /// One measurement's cells in those columns.
     pub extra_cells: fn(&Measured<T>) -> Vec<String>,
+    /// The `## Summary` table's columns after ops/s and latency: medians over the runs.
+    pub summary_columns: &'static [SummaryColumn<T>],
     /// What one request is called in "every measured … answered OK".
     pub request: &'static str,
     /// What the pair's ops/s ratio is called in the summary.
@@ -26,6 +28,15 @@ pub struct Layout<T> {
     pub ratio_decimals: usize,
     /// What follows the median ratio (a unit, or nothing).
     pub ratio_unit: &'static str,
+}
+
+/// A column of the `## Summary` table: the median over the runs of one figure per run.
+pub struct SummaryColumn<T> {
+    pub name: &'static str,
+    /// One run's figure, if it has one.
+    pub stat: fn(&Measured<T>) -> Option<f64>,
+    /// How the median is shown.
+    pub format: fn(Option<f64>) -> String,
 }
 
 /// The title and what every benchmark states first: how to reproduce it and on what machine.
@@ -86,23 +97,38 @@ pub fn print_run_row<T: Target>(layout: &Layout<T>, measured: &Measured<T>) {
     println!("| {} |", cells.join(" | "));
 }
 
-/// What follows the runs table: the errors, the `## Summary` table, and the ops/s ratio of
-/// `T::PAIR`, whose median it returns (for the benchmark's targets line).
+/// What follows the runs table: the errors, the `## Summary` table of `targets`, and the
+/// ops/s ratio of `T::PAIR`, whose median it returns (for the benchmark's targets line).
 pub fn print_summary<T: Target>(
     layout: &Layout<T>,
     runs: u32,
+    targets: &[T],
     results: &[Measured<T>],
 ) -> Option<f64> {
     print_errors(results, layout.request);
-    print_summary_table(runs, results);
+    print_summary_table(layout, runs, targets, results);
     let [numerator, denominator] = T::PAIR;
+    println!();
+    let ratio = print_ratio(layout, results, numerator, denominator, layout.ratio);
+    println!();
+    ratio
+}
+
+/// One line: `name`, the median over the runs of `numerator`'s ops/s over `denominator`'s,
+/// and the per-run ratios, formatted as `layout` says; returns the median.
+pub fn print_ratio<T: Target>(
+    layout: &Layout<T>,
+    results: &[Measured<T>],
+    numerator: T,
+    denominator: T,
+    name: &str,
+) -> Option<f64> {
     let ratios = per_run_ratios(results, numerator, denominator);
     let decimals = layout.ratio_decimals;
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.decimals$}")).collect();
     let ratio = load::median(&ratios);
     println!(
-        "\n{}, ops/s: **{}** (median of per-run ratios {})\n",
-        layout.ratio,
+        "{name}, ops/s: **{}** (median of per-run ratios {})",
         ratio.map_or("n/a".to_owned(), |r| format!(
             "{r:.decimals$}{}",
             layout.ratio_unit
@@ -136,19 +162,38 @@ fn print_errors<T: Target>(results: &[Measured<T>], what: &str) {
     println!();
 }
 
-/// The `## Summary` table: each target's median ops/s, p50 and p99 over the runs.
-fn print_summary_table<T: Target>(runs: u32, results: &[Measured<T>]) {
+/// The `## Summary` table: each target's median ops/s, p50 and p99 over the runs, then the
+/// medians of `layout`'s summary columns.
+fn print_summary_table<T: Target>(
+    layout: &Layout<T>,
+    runs: u32,
+    targets: &[T],
+    results: &[Measured<T>],
+) {
     println!("## Summary (median of {runs} runs)\n");
-    println!("| target | ops/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
-    for target in T::PAIR {
-        println!(
-            "| {} | {:.0} | {} | {} |",
-            target.label(),
-            median_of(results, target, ops).unwrap_or(0.0),
+    let mut head = "| target | ops/s | p50 ms | p99 ms |".to_owned();
+    let mut rule = "|---|---:|---:|---:|".to_owned();
+    for column in layout.summary_columns {
+        head.push_str(&format!(" {} |", column.name));
+        rule.push_str("---:|");
+    }
+    println!("{head}\n{rule}");
+    for &target in targets {
+        let mut cells = vec![
+            target.label().to_owned(),
+            format!("{:.0}", median_of(results, target, ops).unwrap_or(0.0)),
             ms(median_of(results, target, p50)),
             ms(median_of(results, target, p99)),
-        );
+        ];
+        for column in layout.summary_columns {
+            let values: Vec<f64> = results
+                .iter()
+                .filter(|m| m.target == target)
+                .filter_map(column.stat)
+                .collect();
+            cells.push((column.format)(load::median(&values)));
+        }
+        println!("| {} |", cells.join(" | "));
     }
 }
 
@@ -214,6 +259,11 @@ pub fn percent(value: Option<f64>) -> String {
 /// Microseconds with one decimal, or `n/a`.
 pub fn micros(value: Option<f64>) -> String {
     value.map_or("n/a".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// A byte count with no decimals, or `n/a`.
+pub fn bytes(value: Option<f64>) -> String {
+    value.map_or("n/a".to_owned(), |v| format!("{v:.0}"))
 }
 
 /// Writes per flush with one decimal, or `n/a`.

@@ -4,13 +4,16 @@ use anyhow::Context;
 use tests::{ServiceCommand, ServiceProcess, StoreProcess, locate_binary};
 use tonic::transport::Channel;
 
-use crate::BUILD_FIRST;
+use crate::{BUILD_FIRST, redis_server::RedisServer};
 
 /// session-svc's binary in `target/<profile>/`, and the variable that overrides where it is.
 pub const SESSION_BINARY: (&str, &str) = ("session-svc", "SESSION_SVC_BIN");
 
 /// The bare tonic server `session-get` compares session-svc with.
 pub const ECHO_BINARY: (&str, &str) = ("echo_server", "ECHO_SERVER_BIN");
+
+/// The stateless CartService over Redis that the session benchmarks compare session-svc with.
+pub const REDIS_CART_BINARY: (&str, &str) = ("redis_cart", "REDIS_CART_BIN");
 
 /// Fails early, with the fix, when a binary the benchmark starts has not been built.
 pub fn require_binaries(binaries: &[(&str, &str)]) -> anyhow::Result<()> {
@@ -45,6 +48,27 @@ pub async fn spawn_session_svc(
     ServiceProcess::spawn(&command)
         .await
         .context("starting session-svc")
+}
+
+/// Starts `redis_cart` in front of `redis`, keeping `log_limit` events per cart (its default,
+/// session-svc's, when not given).
+pub async fn spawn_redis_cart(
+    redis: &RedisServer,
+    log_limit: Option<u32>,
+) -> anyhow::Result<ServiceProcess> {
+    let program = locate_binary(REDIS_CART_BINARY.0, REDIS_CART_BINARY.1)?;
+    let command = ServiceCommand::new(program)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--redis")
+        .arg(redis.url());
+    let command = match log_limit {
+        Some(entries) => command.arg("--log-limit").arg(entries.to_string()),
+        None => command,
+    };
+    ServiceProcess::spawn(&command)
+        .await
+        .context("starting redis_cart")
 }
 
 /// `count` independent HTTP/2 connections to `service`.

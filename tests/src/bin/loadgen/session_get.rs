@@ -1,5 +1,6 @@
 //! `session-get`: warm reads, GetSession on live session-svc actors vs a bare tonic echo
-//! server answering with the same bytes, the same clients driving both.
+//! server answering with the same bytes, and vs `redis_cart` reading carts of the same shape
+//! from Redis (when `redis-server` is installed), the same clients driving all three.
 
 use std::sync::Arc;
 
@@ -19,11 +20,15 @@ use crate::{
     LoadArgs,
     carts::{CartApi, cart_clients, start_sessions},
     measure::{Measured, Target, WindowSample, measure_runs, sample_window},
+    redis_server::{INSTALL_REDIS, RedisServer, find_redis_server},
     report::{
-        Layout, median_of, met, micros, ms, p99, percent, print_header_end, print_header_start,
-        print_summary,
+        Layout, SummaryColumn, median_of, met, micros, ms, p99, percent, print_header_end,
+        print_header_start, print_ratio, print_summary,
     },
-    servers::{ECHO_BINARY, SESSION_BINARY, require_binaries, spawn_session_svc},
+    servers::{
+        ECHO_BINARY, REDIS_CART_BINARY, SESSION_BINARY, require_binaries, spawn_redis_cart,
+        spawn_session_svc,
+    },
 };
 
 /// Line items each `session-get` session holds, so reads return a realistic cart.
@@ -45,6 +50,8 @@ enum Reader {
     SessionSvc,
     /// The bare tonic server with a canned answer: the floor.
     Echo,
+    /// `redis_cart`: one Lua script (a GET) per read, the cart parsed and converted per read.
+    Redis,
 }
 
 impl Target for Reader {
@@ -54,16 +61,25 @@ impl Target for Reader {
         match self {
             Reader::SessionSvc => "session-svc",
             Reader::Echo => "echo",
+            Reader::Redis => "redis_cart",
         }
     }
 }
 
+/// Where each server sits in a `session-get` window sample (every window samples all).
+const SESSION_SVC: usize = 0;
+const ECHO: usize = 1;
+const STORE_SVC: usize = 2;
+const REDIS_CART: usize = 3;
+const REDIS_SERVER: usize = 4;
+
 impl Reader {
-    /// Where this server's CPU sits in a `session-get` window sample.
-    fn cpu_index(self) -> usize {
+    /// The processes that answer this target's reads, in a window sample.
+    fn cpu_indices(self) -> &'static [usize] {
         match self {
-            Reader::SessionSvc => 0,
-            Reader::Echo => 1,
+            Reader::SessionSvc => &[SESSION_SVC],
+            Reader::Echo => &[ECHO],
+            Reader::Redis => &[REDIS_CART, REDIS_SERVER],
         }
     }
 }
@@ -75,10 +91,17 @@ const LAYOUT: Layout<Reader> = Layout {
         "session-svc CPU",
         "echo CPU",
         "store-svc CPU",
+        "redis_cart CPU",
+        "redis-server CPU",
         "loadgen CPU",
         "other CPU",
     ],
     extra_cells: run_cells,
+    summary_columns: &[SummaryColumn {
+        name: "server CPU µs/op",
+        stat: server_cpu_per_op,
+        format: micros,
+    }],
     request: "GetSession",
     ratio: "session-svc / echo",
     ratio_decimals: 2,
@@ -91,6 +114,13 @@ pub async fn run(args: SessionGet) -> anyhow::Result<()> {
         SESSION_BINARY,
         ECHO_BINARY,
     ])?;
+    let redis_program = find_redis_server();
+    match redis_program {
+        Some(_) => require_binaries(&[REDIS_CART_BINARY])?,
+        None => eprintln!(
+            "redis-server is not installed: the Redis contender is skipped (`{INSTALL_REDIS}`)"
+        ),
+    }
     // One set of servers for every run: the point is reads from actors that are already live.
     eprintln!(
         "setting up: store-svc, session-svc, {} sessions with {ITEMS_PER_READ_SESSION} items each ...",
@@ -123,26 +153,90 @@ pub async fn run(args: SessionGet) -> anyhow::Result<()> {
     .context("starting echo_server")?;
     let echo_carts = cart_clients(&echo, args.load.connections).await?;
     let keys = Arc::new(keys);
-    // Every window samples all three, whichever is driven: store-svc should stay idle.
-    let pids = [session.pid(), echo.pid(), store.pid()];
+    // The same sessions again in Redis, behind redis_cart.
+    let redis = match &redis_program {
+        Some(program) => Some(RedisReads::set_up(&args, program).await?),
+        None => None,
+    };
+    let mut targets = Reader::PAIR.to_vec();
+    targets.extend(redis.is_some().then_some(Reader::Redis));
+    // Every window samples all of them, whichever is driven: store-svc should stay idle.
+    let mut pids = vec![session.pid(), echo.pid(), store.pid()];
+    if let Some(redis) = &redis {
+        pids.extend([redis.cart.pid(), redis.server.pid()]);
+    }
 
-    print_header(&args, canned.len());
-    let results = measure_runs("session-get", args.load.runs, &LAYOUT, |target| {
-        let clients = match target {
-            Reader::SessionSvc => carts.clone(),
-            Reader::Echo => echo_carts.clone(),
+    print_header(&args, canned.len(), redis.as_ref().map(|r| r.session_bytes));
+    let results = measure_runs("session-get", args.load.runs, &targets, &LAYOUT, |target| {
+        let (clients, keys) = match (target, &redis) {
+            (Reader::SessionSvc, _) => (carts.clone(), Arc::clone(&keys)),
+            (Reader::Echo, _) => (echo_carts.clone(), Arc::clone(&keys)),
+            (Reader::Redis, Some(redis)) => (redis.carts.clone(), Arc::clone(&redis.keys)),
+            (Reader::Redis, None) => unreachable!("the Redis target is measured with Redis"),
         };
-        drive_gets(&args.load, clients, Arc::clone(&keys), &pids)
+        drive_gets(&args.load, clients, keys, &pids)
     })
     .await?;
-    let ratio = print_summary(&LAYOUT, args.load.runs, &results);
+    let ratio = print_summary(&LAYOUT, args.load.runs, &targets, &results);
     print_cpu_ratio(&args, &results);
+    if redis.is_some() {
+        let over_redis = print_ratio(
+            &LAYOUT,
+            &results,
+            Reader::SessionSvc,
+            Reader::Redis,
+            "session-svc / redis_cart",
+        );
+        println!(
+            "\nTarget (GetSession at ≥ 2× the Redis baseline): {}.\n",
+            met(over_redis.is_some_and(|r| r >= 2.0))
+        );
+    }
     println!(
         "Target of issue 3 (warm reads): ratio ≥ 0.8 {}; session-svc p99 {} ms (reported, no target).",
         met(ratio.is_some_and(|r| r >= 0.8)),
         ms(median_of(&results, Reader::SessionSvc, p99)),
     );
     Ok(())
+}
+
+/// The Redis contender's processes and sessions, set up once for all runs like session-svc's.
+struct RedisReads {
+    server: RedisServer,
+    cart: ServiceProcess,
+    carts: Vec<CartApi>,
+    keys: Arc<Vec<String>>,
+    /// The encoded size of one of its sessions, to compare with session-svc's.
+    session_bytes: usize,
+}
+
+impl RedisReads {
+    async fn set_up(args: &SessionGet, program: &std::path::Path) -> anyhow::Result<Self> {
+        eprintln!(
+            "setting up: redis-server, redis_cart, the same {} sessions ...",
+            args.sessions
+        );
+        let server = RedisServer::spawn(program).await?;
+        let cart = spawn_redis_cart(&server, None).await?;
+        let carts = cart_clients(&cart, args.load.connections).await?;
+        let keys = start_sessions(&carts, args.sessions as usize, ITEMS_PER_READ_SESSION).await?;
+        let session_bytes = carts[0]
+            .clone()
+            .get_session(GetSessionRequest {
+                key: keys[0].clone(),
+            })
+            .await
+            .context("GetSession of a set-up session from redis_cart")?
+            .into_inner()
+            .encoded_len();
+        Ok(Self {
+            server,
+            cart,
+            carts,
+            keys: Arc::new(keys),
+            session_bytes,
+        })
+    }
 }
 
 /// GetSession in a closed loop over `clients` (one per connection), keys round-robin.
@@ -174,10 +268,10 @@ async fn drive_gets(
     ))
 }
 
-fn print_header(args: &SessionGet, session_bytes: usize) {
+fn print_header(args: &SessionGet, session_bytes: usize, redis_bytes: Option<usize>) {
     print_header_start(
-        "session-svc warm reads: GetSession vs a bare tonic echo server",
-        "store-svc, session-svc, echo_server and loadgen",
+        "session-svc warm reads: GetSession vs a bare tonic echo server and vs Redis",
+        "the servers and loadgen",
     );
     println!(
         "- set-up: one store-svc and one session-svc (defaults) for all runs; {} sessions started \
@@ -190,10 +284,21 @@ fn print_header(args: &SessionGet, session_bytes: usize) {
          answering every GetSession with a clone of one real session fetched from session-svc \
          ({session_bytes} bytes encoded)"
     );
+    match redis_bytes {
+        Some(bytes) => println!(
+            "- redis_cart: a durable `redis-server` (appendfsync always) and `redis_cart` for all \
+             runs, the same number of sessions set up the same way through it; each GetSession \
+             is one Lua script (a GET of the cart's JSON), parsed and converted to a Session \
+             ({bytes} bytes encoded); its CPU per op is redis_cart's and redis-server's together"
+        ),
+        None => {
+            println!("- redis_cart: **skipped**, redis-server is not installed (`{INSTALL_REDIS}`)")
+        }
+    }
     println!(
         "- load: {} closed-loop clients over {} HTTP/2 connections per server; keys round-robin \
          over the {} sessions (the echo server ignores them); {:?} warm-up, {:?} measured; {} \
-         run(s), target order alternating",
+         run(s), target order rotating",
         args.load.clients,
         args.load.connections,
         args.sessions,
@@ -214,19 +319,20 @@ fn run_cells(measured: &Measured<Reader>) -> Vec<String> {
     let window = &measured.window;
     vec![
         micros(server_cpu_per_op(measured)),
-        percent(window.cpu(0)),
-        percent(window.cpu(1)),
-        percent(window.cpu(2)),
+        percent(window.cpu(SESSION_SVC)),
+        percent(window.cpu(ECHO)),
+        percent(window.cpu(STORE_SVC)),
+        percent(window.cpu(REDIS_CART)),
+        percent(window.cpu(REDIS_SERVER)),
         percent(window.loadgen_cpu),
         percent(window.other_cpu),
     ]
 }
 
-/// The driven server's CPU time per answered GetSession, in microseconds.
+/// The driven server's CPU time per answered GetSession, in microseconds (redis_cart's and
+/// redis-server's together for the Redis target).
 fn server_cpu_per_op(measured: &Measured<Reader>) -> Option<f64> {
-    let cpu = measured.window.cpu(measured.target.cpu_index())?;
-    let ops = measured.report.ops_per_sec();
-    (ops > 0.0).then(|| cpu / 100.0 * 1e6 / ops)
+    measured.cpu_micros_per_op(measured.target.cpu_indices())
 }
 
 /// The echo server's CPU per GetSession over session-svc's, run by run and their median.

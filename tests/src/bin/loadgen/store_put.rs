@@ -79,6 +79,7 @@ const LAYOUT: Layout<Mode> = Layout {
         "other CPU",
     ],
     extra_cells: run_cells,
+    summary_columns: &[],
     request: "Put",
     ratio: "Group commit / flush per write",
     ratio_decimals: 1,
@@ -88,14 +89,20 @@ const LAYOUT: Layout<Mode> = Layout {
 pub async fn run(args: StorePut) -> anyhow::Result<()> {
     require_binaries(&[(STORE_BINARY, STORE_BINARY_ENV)])?;
     print_header(&args);
-    let results = measure_runs("store-put", args.load.runs, &LAYOUT, |mode: Mode| {
-        let options = StoreOptions::new()
-            .max_batch(mode.max_batch(&args) as usize)
-            .queue_size(args.queue_size as usize);
-        drive_puts(options, &args.load, args.value_bytes as usize)
-    })
+    let results = measure_runs(
+        "store-put",
+        args.load.runs,
+        &Mode::PAIR,
+        &LAYOUT,
+        |mode: Mode| {
+            let options = StoreOptions::new()
+                .max_batch(mode.max_batch(&args) as usize)
+                .queue_size(args.queue_size as usize);
+            drive_puts(options, &args.load, args.value_bytes as usize)
+        },
+    )
     .await?;
-    let ratio = print_summary(&LAYOUT, args.load.runs, &results);
+    let ratio = print_summary(&LAYOUT, args.load.runs, &Mode::PAIR, &results);
     print_targets(&results, ratio);
     Ok(())
 }
