@@ -38,8 +38,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
 use proto::session::v1::{
     AddItemRequest, ApplyDiscountRequest, CheckoutRequest, EndSessionRequest, GetSessionRequest,
-    LineItem, LogEntry, Money, Order, RemoveItemRequest, Session, StartSessionRequest,
-    WatchSessionRequest,
+    LineItem, ListSessionEventsRequest, ListSessionEventsResponse, LogEntry, Money, Order,
+    RemoveItemRequest, Session, StartSessionRequest, WatchSessionRequest,
     cart_service_server::{CartService, CartServiceServer},
 };
 use redis::{
@@ -70,8 +70,11 @@ const MAX_LINES: u32 = 500;
 /// Most units on one line (session-svc's `MAX_QUANTITY`).
 const MAX_QUANTITY: u32 = 1_000_000;
 
-/// StartSession. KEYS[1]: the cart's Redis key. ARGV: key, domain, landing, ip, member_id,
-/// now (Unix ms). An existing cart is returned unchanged.
+/// Events kept per cart in its history list (session-svc's `--events-per-cart` default).
+const EVENTS_PER_CART: u32 = 10_000;
+
+/// StartSession. KEYS[1]: the cart's Redis key, KEYS[2]: its event history list. ARGV: key,
+/// domain, landing, ip, member_id, now (Unix ms). An existing cart is returned unchanged.
 const START_SCRIPT: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if raw then return raw end
@@ -83,14 +86,17 @@ local cart = {
   s = 1, v = 1, c = now, u = now, cur = '',
   i = {}, l = {{t = now, e = 'started', x = detail}}, r = {},
 }
+redis.call('RPUSH', KEYS[2], cjson.encode(cart.l[1]))
 raw = cjson.encode(cart)
 redis.call('SET', KEYS[1], raw)
 return raw
 "#;
 
-/// AddItem. KEYS[1]: the cart's Redis key. ARGV: request_id (may be empty), sku, name,
-/// quantity, currency, unit price (minor units), now (Unix ms), log limit, recent-ids limit,
-/// max lines, max quantity. A request id seen recently returns the cart as it is.
+/// AddItem. KEYS[1]: the cart's Redis key, KEYS[2]: its event history list. ARGV:
+/// request_id (may be empty), sku, name, quantity, currency, unit price (minor units), now
+/// (Unix ms), log limit, recent-ids limit, max lines, max quantity, events kept. A request id
+/// seen recently returns the cart as it is. Like session-svc, the cart shows its newest events
+/// and the whole history (up to the events kept) is a list of its own, appended to.
 const ADD_SCRIPT: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 if not raw then return redis.error_reply('NOT_FOUND no session with this key') end
@@ -138,6 +144,8 @@ cart.cur = cur
 local logs = cart.l
 logs[#logs + 1] = {t = now, e = 'item_added', x = 'sku=' .. sku .. ' quantity=' .. ARGV[4]
   .. ' unit_price=' .. ARGV[6] .. ' currency=' .. cur .. ' line_quantity=' .. total}
+redis.call('RPUSH', KEYS[2], cjson.encode(logs[#logs]))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[12]), -1)
 local limit = tonumber(ARGV[8])
 while #logs > limit do table.remove(logs, 1) end
 if rid ~= '' then
@@ -169,11 +177,11 @@ struct Config {
     /// Multiplexed connections to Redis, used in turn (each pipelines many calls).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     redis_connections: u32,
-    /// Events kept in each cart's log, oldest dropped first (session-svc's default).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Newest events each cart shows, oldest dropped first (session-svc's default).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     log_limit: u32,
     /// Request ids remembered per cart for retries (session-svc's default).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     recent_requests: u32,
 }
 
@@ -243,6 +251,11 @@ impl RedisCart {
 /// The Redis key of a session's cart.
 fn cart_key(key: &str) -> String {
     format!("cart:{key}")
+}
+
+/// The Redis key of a session's event history list.
+fn events_key(key: &str) -> String {
+    format!("events:{key}")
 }
 
 /// A fresh session key like session-svc's: 128 random bits, URL-safe, unguessable.
@@ -362,7 +375,10 @@ fn session_of(stored: &[u8]) -> Result<Session, Status> {
         sum.saturating_add(i64::from(line.q).saturating_mul(line.p))
     });
     let priced = !cart.cur.is_empty();
+    // Every change logs one event and bumps the version, which starts at 1 with `started`.
+    let first_shown = cart.v + 1 - cart.l.len() as u64;
     Ok(Session {
+        event_count: cart.v,
         items: cart
             .i
             .iter()
@@ -377,10 +393,12 @@ fn session_of(stored: &[u8]) -> Result<Session, Status> {
         logs: cart
             .l
             .iter()
-            .map(|log| LogEntry {
+            .zip(first_shown..)
+            .map(|(log, sequence)| LogEntry {
                 time: Some(timestamp(log.t)),
                 event: log.e.clone(),
                 detail: log.x.clone(),
+                sequence,
             })
             .collect(),
         status: cart.s,
@@ -410,6 +428,7 @@ impl CartService for RedisCart {
         self.run(
             self.start
                 .key(cart_key(&key))
+                .key(events_key(&key))
                 .arg(&key)
                 .arg(&r.domain)
                 .arg(&r.landing)
@@ -460,6 +479,7 @@ impl CartService for RedisCart {
         self.run(
             self.add
                 .key(cart_key(&r.key))
+                .key(events_key(&r.key))
                 .arg(&r.request_id)
                 .arg(&r.sku)
                 .arg(&r.name)
@@ -470,7 +490,8 @@ impl CartService for RedisCart {
                 .arg(self.log_limit)
                 .arg(self.recent_requests)
                 .arg(MAX_LINES)
-                .arg(MAX_QUANTITY),
+                .arg(MAX_QUANTITY)
+                .arg(EVENTS_PER_CART),
         )
         .await
     }
@@ -500,6 +521,13 @@ impl CartService for RedisCart {
         &self,
         _request: Request<EndSessionRequest>,
     ) -> Result<Response<Session>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn list_session_events(
+        &self,
+        _request: Request<ListSessionEventsRequest>,
+    ) -> Result<Response<ListSessionEventsResponse>, Status> {
         Err(unimplemented())
     }
 
