@@ -17,10 +17,11 @@ use std::{
 };
 
 use tokio::task::JoinSet;
+use tonic::Code;
 
 use crate::{
     session::{CartClient, SessionProcess},
-    session_client::{add_item, get_session, quantity_of, start},
+    session_client::{add_request, get_session, quantity_of, start},
     status::is_semantic_error,
 };
 
@@ -70,12 +71,34 @@ pub struct BurstReport {
 }
 
 impl CartBurst {
-    /// Starts `writers × keys_per_writer` sessions named `prefix/W/K` and a writer per group.
+    /// Starts `writers × keys_per_writer` sessions named `prefix/W/K` and a writer per group;
+    /// the adds carry no request id.
     pub async fn start(
         session: &SessionProcess,
         prefix: &str,
         writers: usize,
         keys_per_writer: usize,
+    ) -> Self {
+        Self::launch(session, prefix, writers, keys_per_writer, false).await
+    }
+
+    /// Like [`CartBurst::start`], but every add carries a request id of its own
+    /// (`KEY#add-N`), so each one also writes its entry in the cart's recent requests.
+    pub async fn start_with_request_ids(
+        session: &SessionProcess,
+        prefix: &str,
+        writers: usize,
+        keys_per_writer: usize,
+    ) -> Self {
+        Self::launch(session, prefix, writers, keys_per_writer, true).await
+    }
+
+    async fn launch(
+        session: &SessionProcess,
+        prefix: &str,
+        writers: usize,
+        keys_per_writer: usize,
+        request_ids: bool,
     ) -> Self {
         let shared = Arc::new(Shared::default());
         let mut cart = session.cart().await;
@@ -92,7 +115,12 @@ impl CartBurst {
             }
             // One connection per writer: the server going away cuts each the same way.
             let connection = session.cart().await;
-            tasks.spawn(write_until_failure(connection, keys, Arc::clone(&shared)));
+            tasks.spawn(write_until_failure(
+                connection,
+                keys,
+                Arc::clone(&shared),
+                request_ids,
+            ));
         }
         Self {
             shared,
@@ -136,11 +164,17 @@ async fn write_until_failure(
     mut cart: CartClient,
     mut keys: Vec<AddTally>,
     shared: Arc<Shared>,
+    request_ids: bool,
 ) -> (Vec<AddTally>, Option<String>) {
     for add in 0..MAX_ADDS_PER_WRITER {
         let slot = add as usize % keys.len();
         let tally = &mut keys[slot];
-        match add_item(&mut cart, &tally.key, SKU, 1, 100).await {
+        let mut request = add_request(&tally.key, SKU, 1, 100);
+        if request_ids {
+            // A key's adds are sequential and stop at the first failure: N is unique per key.
+            request.request_id = format!("{}#add-{}", tally.key, tally.acknowledged + 1);
+        }
+        match cart.add_item(request).await {
             Ok(_) => {
                 tally.acknowledged += 1;
                 shared.acknowledged.fetch_add(1, Ordering::SeqCst);
@@ -157,25 +191,64 @@ async fn write_until_failure(
     (keys, None)
 }
 
+/// What reading a burst's keys back found.
+#[derive(Debug, Default)]
+pub struct CartCheck {
+    /// One line per key that breaks `acknowledged ≤ quantity ≤ acknowledged + in flight`, or
+    /// that could not be read.
+    pub violations: Vec<String>,
+    /// Keys read back.
+    pub keys: usize,
+    /// Keys holding fewer adds than were acknowledged.
+    pub keys_short: usize,
+    /// Adds acknowledged, over every key.
+    pub acknowledged: u64,
+    /// Acknowledged adds missing from the carts: the sum of every short key's shortfall.
+    pub lost: u64,
+}
+
 /// Reads every key back and lists the ones whose quantity breaks `acknowledged ≤ quantity ≤
 /// acknowledged + in flight`.
 pub async fn reconcile(cart: &mut CartClient, tallies: &[AddTally]) -> Vec<String> {
-    let mut violations = Vec::new();
+    check(cart, tallies).await.violations
+}
+
+/// Reads every key back, like [`reconcile`], and counts what is missing.
+pub async fn check(cart: &mut CartClient, tallies: &[AddTally]) -> CartCheck {
+    let mut check = CartCheck::default();
     for tally in tallies {
+        check.keys += 1;
+        check.acknowledged += u64::try_from(tally.acknowledged).unwrap_or(0);
         let quantity = match get_session(cart, &tally.key).await {
             Ok(session) => quantity_of(&session, SKU),
+            // The session itself was acknowledged (StartSession), so it is lost with its adds.
+            Err(status) if status.code() == Code::NotFound => {
+                check.keys_short += 1;
+                check.lost += u64::try_from(tally.acknowledged).unwrap_or(0);
+                check.violations.push(format!(
+                    "{}: the session is gone (NotFound), with its {} acknowledged adds",
+                    tally.key, tally.acknowledged
+                ));
+                continue;
+            }
             Err(status) => {
-                violations.push(format!("{}: cannot read it back: {status:?}", tally.key));
+                check
+                    .violations
+                    .push(format!("{}: cannot read it back: {status:?}", tally.key));
                 continue;
             }
         };
         let most = tally.acknowledged + i32::from(tally.in_flight);
+        if quantity < tally.acknowledged {
+            check.keys_short += 1;
+            check.lost += u64::try_from(tally.acknowledged - quantity).unwrap_or(0);
+        }
         if quantity < tally.acknowledged || quantity > most {
-            violations.push(format!(
+            check.violations.push(format!(
                 "{}: quantity {quantity}, acknowledged {}, one more in flight: {}",
                 tally.key, tally.acknowledged, tally.in_flight
             ));
         }
     }
-    violations
+    check
 }

@@ -26,9 +26,12 @@
 //! - `cart_writers`: [`cart_writers::CartBurst`], concurrent AddItems that record every
 //!   acknowledgement, and the check that none was lost after a kill or shutdown.
 //! - `proxy`: [`DelayProxy`], a TCP proxy that delays every chunk: a slow store on demand.
+//! - `lazyfs`: [`lazyfs::LazyFs`], a LazyFS mount whose unsynced bytes a test can drop: a
+//!   simulated power loss, which catches a missing fsync that SIGKILL alone cannot.
 
 pub mod cart_writers;
 pub mod grpcurl;
+pub mod lazyfs;
 pub mod ledger;
 pub mod load;
 pub mod process;
