@@ -1,10 +1,11 @@
-//! `store-put`: durable Puts against store-svc, group commit vs one flush per write.
+//! `store-put`: durable Puts against store-svc, group commit vs one flush per write, and
+//! Commits of two Puts (all or nothing) under group commit.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use proto::store::v1::PutRequest;
+use proto::store::v1::{CommitRequest, Mutation, PutRequest, mutation::Kind};
 use tests::{
     StoreClient, StoreOptions, StoreProcess,
     load::{self, Call, LoadReport, free_loopback_addr},
@@ -24,6 +25,8 @@ use crate::{
 
 /// The namespace every benchmark key lives in.
 const NAMESPACE: &str = "loadgen";
+/// The second namespace a Commit writes to.
+const COMMIT_NAMESPACE: &str = "loadgen-events";
 
 #[derive(Debug, Args)]
 pub struct StorePut {
@@ -47,7 +50,12 @@ enum Mode {
     GroupCommit,
     /// Every write has its own flush (`--max-batch 1`).
     FlushPerWrite,
+    /// Group commit, each request a Commit of two Puts to two namespaces (all or nothing).
+    CommitOfTwo,
 }
+
+/// Every mode, in the order runs measure them.
+const MODES: [Mode; 3] = [Mode::GroupCommit, Mode::CommitOfTwo, Mode::FlushPerWrite];
 
 impl Target for Mode {
     const PAIR: [Self; 2] = [Mode::GroupCommit, Mode::FlushPerWrite];
@@ -56,6 +64,7 @@ impl Target for Mode {
         match self {
             Mode::GroupCommit => "group commit",
             Mode::FlushPerWrite => "flush per write",
+            Mode::CommitOfTwo => "commit of 2 (group)",
         }
     }
 }
@@ -63,7 +72,7 @@ impl Target for Mode {
 impl Mode {
     fn max_batch(self, args: &StorePut) -> u32 {
         match self {
-            Mode::GroupCommit => args.max_batch,
+            Mode::GroupCommit | Mode::CommitOfTwo => args.max_batch,
             Mode::FlushPerWrite => 1,
         }
     }
@@ -92,28 +101,34 @@ pub async fn run(args: StorePut) -> anyhow::Result<()> {
     let results = measure_runs(
         "store-put",
         args.load.runs,
-        &Mode::PAIR,
+        &MODES,
         &LAYOUT,
         |mode: Mode| {
             let options = StoreOptions::new()
                 .max_batch(mode.max_batch(&args) as usize)
                 .queue_size(args.queue_size as usize);
-            drive_puts(options, &args.load, args.value_bytes as usize)
+            drive_puts(
+                options,
+                &args.load,
+                args.value_bytes as usize,
+                mode == Mode::CommitOfTwo,
+            )
         },
     )
     .await?;
-    let ratio = print_summary(&LAYOUT, args.load.runs, &Mode::PAIR, &results);
+    let ratio = print_summary(&LAYOUT, args.load.runs, &MODES, &results);
     print_targets(&results, ratio);
     Ok(())
 }
 
 /// Starts a fresh store-svc with `options` (and a `/metrics` endpoint), drives Puts of
-/// `value_bytes`-byte values at it, and lets it go (the harness kills it). The sample's only
-/// server is store-svc.
+/// `value_bytes`-byte values at it (with `commit`, Commits of two such Puts to two
+/// namespaces), and lets it go (the harness kills it). The sample's only server is store-svc.
 async fn drive_puts(
     options: StoreOptions,
     load: &LoadArgs,
     value_bytes: usize,
+    commit: bool,
 ) -> anyhow::Result<(LoadReport, WindowSample)> {
     let metrics_addr = free_loopback_addr()?;
     let store = StoreProcess::spawn(
@@ -135,13 +150,26 @@ async fn drive_puts(
     // every request is a real durable write that cannot fail on a version.
     let request = move |call: Call| {
         let mut client = clients[call.task % clients.len()].clone();
-        let put = PutRequest {
-            namespace: NAMESPACE.to_owned(),
+        let put = |namespace: &str| PutRequest {
+            namespace: namespace.to_owned(),
             key: format!("c{}-{}", call.task, call.seq),
             value: value.as_ref().clone(),
             expected_version: 0,
         };
-        async move { client.put(put).await.map(|_| ()) }
+        let commit = commit.then(|| CommitRequest {
+            mutations: [NAMESPACE, COMMIT_NAMESPACE]
+                .map(|namespace| Mutation {
+                    kind: Some(Kind::Put(put(namespace))),
+                })
+                .into(),
+        });
+        let put = put(NAMESPACE);
+        async move {
+            match commit {
+                Some(commit) => client.commit(commit).await.map(|_| ()),
+                None => client.put(put).await.map(|_| ()),
+            }
+        }
     };
     let pids = [store.pid()];
     let metrics = [metrics_addr];
@@ -169,11 +197,12 @@ fn print_header(args: &StorePut) {
     );
     println!(
         "- group commit: `store-svc --max-batch {} --queue-size {}`; flush per write: \
-         `store-svc --max-batch 1 --queue-size {}`",
+         `store-svc --max-batch 1 --queue-size {}`; commit of 2: group commit, each request a \
+         Commit of two such Puts (two namespaces, all or nothing; ops/s counts commits)",
         args.max_batch, args.queue_size, args.queue_size
     );
     println!(
-        "- latency: from sending a Put to its OK (which means flushed); CPU in % of one core \
+        "- latency: from sending a Put to its OK (which means flushed and fsynced); CPU in % of one core \
          over the measured window; \"other CPU\" is everything else on the machine (noise)"
     );
     print_header_end();
