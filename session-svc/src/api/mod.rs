@@ -1,8 +1,46 @@
-//! What every gRPC service of session-svc shares at the edge: request ids and watch streams.
+//! What every gRPC service of session-svc shares at the edge: the one path from a request to
+//! its actor and back ([`answer`]), request ids, and watch streams.
 
 pub mod watch;
 
-use crate::{error::Error, runtime::RequestId};
+use std::time::Duration;
+
+use store_svc::kit::deadline::Deadline;
+use tonic::{Response, Status};
+
+use crate::{
+    error::Error,
+    runtime::{Entity, Kind, Request, RequestId, validate_key},
+};
+
+/// A reply an actor gives that a gRPC method returns as its response.
+pub trait Respond {
+    /// The response message.
+    type Message;
+    /// The response.
+    fn respond(self) -> Response<Self::Message>;
+}
+
+/// Every service method's path: checks `key` (named by the kind's key field), sends `request`
+/// to its actor under the call's deadline (`default` when the call did not pass through the
+/// deadline layer), and answers with the actor's reply. The reply's type is the request's, so
+/// a method can only ever answer with what its request produces.
+pub async fn answer<E, R, T>(
+    kind: &Kind<E>,
+    default: Duration,
+    call: &tonic::Request<T>,
+    key: &str,
+    request: R,
+) -> Result<Response<<R::Reply as Respond>::Message>, Status>
+where
+    E: Entity,
+    R: Request<E>,
+    R::Reply: Respond,
+{
+    validate_key(E::KEY_FIELD, key)?;
+    let deadline = Deadline::accept(call, default);
+    Ok(kind.call(key, request, deadline).await?.respond())
+}
 
 /// Longest request id, in bytes.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;

@@ -8,5 +8,5 @@ pub mod convert;
 pub mod entity;
 pub mod service;
 
-pub use entity::{CartCommand, CartEntity, CartReply};
+pub use entity::{CartEntity, SessionReply};
 pub use service::CartApi;

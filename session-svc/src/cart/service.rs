@@ -11,10 +11,13 @@ use tonic::{Request, Response, Status};
 
 use super::{
     convert,
-    entity::{CartCommand, CartEntity, CartReply, EVENTS_NAMESPACE, events_prefix},
+    entity::{
+        AddItem, ApplyDiscount, CartEntity, Checkout, EVENTS_NAMESPACE, End, Get, RemoveItem,
+        SessionReply, Start, events_prefix,
+    },
 };
 use crate::{
-    api::{self, watch},
+    api::{self, Respond, watch},
     domain::{StartArgs, parse_quantity},
     error::Error,
     runtime::{Kind, validate_key},
@@ -38,35 +41,39 @@ impl CartApi {
         }
     }
 
-    async fn session<T>(
+    /// The one path of every method: see [`api::answer`].
+    async fn answer<T, R>(
         &self,
-        request: &Request<T>,
+        call: &Request<T>,
         key: &str,
-        command: CartCommand,
-    ) -> Result<Response<pb::Session>, Status> {
-        match self.call(request, key, command).await? {
-            CartReply::Session(session, encoded) => {
-                let mut response = Response::new(session);
-                if let Some(encoded) = encoded {
-                    // The bytes just written to the store: sent as they are, not encoded again.
-                    response.extensions_mut().insert(PreEncoded(encoded));
-                }
-                Ok(response)
-            }
-            CartReply::Order(_) => Err(Status::internal(
-                "expected a session, the actor answered an order",
-            )),
-        }
+        request: R,
+    ) -> Result<Response<<R::Reply as Respond>::Message>, Status>
+    where
+        R: crate::runtime::Request<CartEntity>,
+        R::Reply: Respond,
+    {
+        api::answer(&self.carts, self.default_deadline, call, key, request).await
     }
+}
 
-    async fn call<T>(
-        &self,
-        request: &Request<T>,
-        key: &str,
-        command: CartCommand,
-    ) -> Result<CartReply, Error> {
-        let deadline = Deadline::accept(request, self.default_deadline);
-        self.carts.call(key, command, deadline).await
+impl Respond for SessionReply {
+    type Message = pb::Session;
+
+    fn respond(self) -> Response<pb::Session> {
+        let mut response = Response::new(self.session);
+        if let Some(encoded) = self.encoded {
+            // The bytes just written to the store: sent as they are, not encoded again.
+            response.extensions_mut().insert(PreEncoded(encoded));
+        }
+        response
+    }
+}
+
+impl Respond for pb::Order {
+    type Message = pb::Order;
+
+    fn respond(self) -> Response<pb::Order> {
+        Response::new(self)
     }
 }
 
@@ -95,7 +102,7 @@ impl CartService for CartApi {
             ip: r.ip.clone(),
             member_id: r.member_id.clone(),
         };
-        self.session(&request, &key, CartCommand::Start(args)).await
+        self.answer(&request, &key, Start(args)).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
@@ -104,7 +111,7 @@ impl CartService for CartApi {
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let key = request.get_ref().key.clone();
-        self.session(&request, &key, CartCommand::Get).await
+        self.answer(&request, &key, Get).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
@@ -113,8 +120,7 @@ impl CartService for CartApi {
         request: Request<pb::AddItemRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let r = request.get_ref();
-        validate_key("key", &r.key)?;
-        let command = CartCommand::AddItem {
+        let command = AddItem {
             sku: r.sku.clone(),
             name: r.name.clone(),
             quantity: parse_quantity(r.quantity).map_err(Error::from)?,
@@ -125,7 +131,7 @@ impl CartService for CartApi {
             })?,
         };
         let key = r.key.clone();
-        self.session(&request, &key, command).await
+        self.answer(&request, &key, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key, sku = %request.get_ref().sku))]
@@ -134,8 +140,7 @@ impl CartService for CartApi {
         request: Request<pb::RemoveItemRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let r = request.get_ref();
-        validate_key("key", &r.key)?;
-        let command = CartCommand::RemoveItem {
+        let command = RemoveItem {
             sku: r.sku.clone(),
             quantity: parse_quantity(r.quantity).map_err(Error::from)?,
             request_id: api::request_id(&r.request_id, || pb::RemoveItemRequest {
@@ -144,7 +149,7 @@ impl CartService for CartApi {
             })?,
         };
         let key = r.key.clone();
-        self.session(&request, &key, command).await
+        self.answer(&request, &key, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
@@ -160,7 +165,7 @@ impl CartService for CartApi {
             .catalog
             .lookup(&r.code)
             .map_err(Error::from)?;
-        let command = CartCommand::ApplyDiscount {
+        let command = ApplyDiscount {
             code: r.code.clone(),
             request_id: api::request_id(&r.request_id, || pb::ApplyDiscountRequest {
                 request_id: String::new(),
@@ -168,7 +173,7 @@ impl CartService for CartApi {
             })?,
         };
         let key = r.key.clone();
-        self.session(&request, &key, command).await
+        self.answer(&request, &key, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
@@ -177,19 +182,14 @@ impl CartService for CartApi {
         request: Request<pb::CheckoutRequest>,
     ) -> Result<Response<pb::Order>, Status> {
         let r = request.get_ref();
-        let command = CartCommand::Checkout {
+        let command = Checkout {
             request_id: api::request_id(&r.request_id, || pb::CheckoutRequest {
                 request_id: String::new(),
                 ..r.clone()
             })?,
         };
         let key = r.key.clone();
-        match self.call(&request, &key, command).await? {
-            CartReply::Order(order) => Ok(Response::new(order)),
-            CartReply::Session(..) => Err(Status::internal(
-                "expected an order, the actor answered a session",
-            )),
-        }
+        self.answer(&request, &key, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
@@ -198,14 +198,14 @@ impl CartService for CartApi {
         request: Request<pb::EndSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
         let r = request.get_ref();
-        let command = CartCommand::End {
+        let command = End {
             request_id: api::request_id(&r.request_id, || pb::EndSessionRequest {
                 request_id: String::new(),
                 ..r.clone()
             })?,
         };
         let key = r.key.clone();
-        self.session(&request, &key, command).await
+        self.answer(&request, &key, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "cart", key = %request.get_ref().key))]
@@ -228,7 +228,7 @@ impl CartService for CartApi {
         let (key, page_size, page_token) = (r.key.clone(), r.page_size, r.page_token.clone());
         // The actor answers NOT_FOUND for a session never started; its events are durable
         // records (each committed with its change), read straight from the store.
-        self.call(&request, &key, CartCommand::Get).await?;
+        self.answer(&request, &key, Get).await?;
         let deadline = Deadline::accept(&request, self.default_deadline);
         let (entries, next_page_token) = self
             .carts

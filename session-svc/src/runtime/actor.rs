@@ -7,7 +7,7 @@
 //! `max_restarts` crashes within `restart_window` quarantines the key for a while. Other keys
 //! never notice (OTP would take the supervisor down after its intensity; we need not).
 
-use std::{collections::VecDeque, sync::Arc, sync::atomic::Ordering};
+use std::{collections::VecDeque, pin::Pin, sync::Arc, sync::atomic::Ordering};
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -15,12 +15,15 @@ use proto::{
     session::v1::{ActorRecord, RecentRequest},
     store::v1::{DeleteRequest, Mutation, PutRequest, mutation::Kind as Op},
 };
-use store_svc::kit::deadline::Deadline;
-use tokio::{sync::broadcast, time::Instant};
+use store_svc::kit::{claim::Claim, deadline::Deadline};
+use tokio::{
+    sync::{broadcast, oneshot},
+    time::Instant,
+};
 use tracing::Instrument as _;
 
 use super::{
-    entity::{Child, Command as _, Ctx, Entity, RecordWrite, Replay, RequestId, Step},
+    entity::{Child, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Subscription},
     panic::{CatchUnwind, message},
 };
@@ -47,20 +50,20 @@ struct Loaded<E: Entity> {
 /// version it last read, and the entity's other records, all or nothing. On success `loaded`
 /// is at the new version, and the reply comes back with the state's encoding kept
 /// ([`Entity::keep_written`]).
-async fn persist<E: Entity>(
+async fn persist<E: Entity, R: Request<E>>(
     inner: &Inner<E>,
     key: &str,
     loaded: &mut Loaded<E>,
-    reply: E::Reply,
+    reply: R::Reply,
     records: Vec<RecordWrite>,
     deadline: Deadline,
-) -> Result<E::Reply, Error> {
+) -> Result<R::Reply, Error> {
     let state = loaded
         .state
         .as_ref()
         .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
-    let written = Bytes::from(inner.entity.encode_written(state, &reply));
-    let reply = inner.entity.keep_written(reply, written.clone());
+    let written = Bytes::from(R::encode_written(&inner.entity, state, &reply));
+    let reply = R::keep_written(reply, written.clone());
     let record = encode_record(&written, &loaded.recent);
     if record.len() > MAX_RECORD_BYTES {
         return Err(Error::FailedPrecondition(format!(
@@ -201,7 +204,73 @@ async fn load_children(
     }
 }
 
-struct Actor<E: Entity> {
+/// A request on its way to an actor, its reply type erased so one mailbox carries them all.
+pub(super) trait Job<E: Entity>: Send {
+    /// Handles the request on `actor` and delivers the answer.
+    fn run<'a>(
+        self: Box<Self>,
+        actor: &'a mut Actor<E>,
+        deadline: Deadline,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// Answers `error` without running (the mailbox closed under it).
+    fn refuse(self: Box<Self>, error: Error);
+}
+
+/// A call: the request, where its typed answer goes, and who decides whether it still runs.
+pub(super) struct Call<R: Send + 'static, T> {
+    /// The request.
+    pub request: R,
+    /// The caller's end.
+    pub reply: oneshot::Sender<Result<T, Error>>,
+    /// Shared with the caller: a call its caller abandoned at the deadline never runs.
+    pub claim: Arc<Claim>,
+}
+
+impl<E: Entity, R: Request<E>> Job<E> for Call<R, R::Reply> {
+    fn run<'a>(
+        self: Box<Self>,
+        actor: &'a mut Actor<E>,
+        deadline: Deadline,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Self {
+                request,
+                reply,
+                claim,
+            } = *self;
+            if !claim.start() {
+                return; // Its caller gave up and answered DEADLINE_EXCEEDED: never run it.
+            }
+            let result = actor.command(request, deadline).await;
+            let _ = reply.send(result); // the caller may have gone
+        })
+    }
+
+    fn refuse(self: Box<Self>, error: Error) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// A cast: a request whose sender wants no answer.
+pub(super) struct Cast<R>(pub R);
+
+impl<E: Entity, R: Request<E>> Job<E> for Cast<R> {
+    fn run<'a>(
+        self: Box<Self>,
+        actor: &'a mut Actor<E>,
+        deadline: Deadline,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            if let Err(error) = actor.command(self.0, deadline).await {
+                tracing::info!(%error, "cast failed");
+            }
+        })
+    }
+
+    fn refuse(self: Box<Self>, _error: Error) {}
+}
+
+pub(super) struct Actor<E: Entity> {
     /// The registry, entity and store.
     kind: Kind<E>,
     /// This actor's key.
@@ -318,18 +387,7 @@ impl<E: Entity> Actor<E> {
     async fn handle(&mut self, envelope: Box<Envelope<E>>) {
         let Envelope { msg, deadline } = *envelope;
         match msg {
-            Msg::Command(command, reply, claim) => {
-                if !claim.start() {
-                    return; // Its caller gave up and answered DEADLINE_EXCEEDED: never run it.
-                }
-                let result = self.command(command, deadline).await;
-                let _ = reply.send(result); // the caller may have gone
-            }
-            Msg::Cast(command) => {
-                if let Err(error) = self.command(command, deadline).await {
-                    tracing::info!(%error, "cast failed");
-                }
-            }
+            Msg::Job(job) => job.run(self, deadline).await,
             Msg::Watch(reply) => {
                 let result = self.subscribe(deadline).await;
                 let _ = reply.send(result);
@@ -342,11 +400,11 @@ impl<E: Entity> Actor<E> {
         }
     }
 
-    async fn command(
+    async fn command<R: Request<E>>(
         &mut self,
-        command: E::Command,
+        command: R,
         deadline: Deadline,
-    ) -> Result<E::Reply, Error> {
+    ) -> Result<R::Reply, Error> {
         if deadline.expired() {
             return Err(Error::DeadlineExceeded(
                 "the request waited in the actor's mailbox past its deadline and was not executed"
@@ -363,7 +421,7 @@ impl<E: Entity> Actor<E> {
             && let Seen::Retry(outcome) = seen(&loaded.recent, rpc, request)?
         {
             let state = loaded.state.as_ref();
-            return match entity.replay(&self.key, state, command, loaded.version, outcome)? {
+            return match command.replay(entity, &self.key, state, loaded.version, outcome)? {
                 Replay::Reply(reply) => Ok(reply),
                 Replay::Fetch {
                     namespace,
@@ -383,7 +441,7 @@ impl<E: Entity> Actor<E> {
         }
         let ctx = Ctx::now(loaded.version);
         let (reply, records, outcome) =
-            match entity.handle(&self.key, &mut loaded.state, command, ctx)? {
+            match command.handle(entity, &self.key, &mut loaded.state, ctx)? {
                 Step::Read(reply) => return Ok(reply),
                 Step::Write {
                     reply,
@@ -408,7 +466,7 @@ impl<E: Entity> Actor<E> {
                 settings.request_id_ttl,
             );
         }
-        let written = persist(&inner, &self.key, loaded, reply, records, deadline).await;
+        let written = persist::<E, R>(&inner, &self.key, loaded, reply, records, deadline).await;
         match written {
             Ok(reply) => {
                 self.publish();

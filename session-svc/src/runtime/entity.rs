@@ -1,12 +1,15 @@
-//! The one trait an entity kind implements to run on the runtime.
+//! The traits an entity kind implements to run on the runtime: [`Entity`] for its state, and
+//! [`Request`] for each kind of message, with its own reply type.
 //!
 //! The runtime knows nothing about carts or lists: it loads bytes, asks the entity to decode
-//! them, hands it one command at a time, persists the state the entity changed, and only then
-//! answers. The entity's `handle` is pure (no I/O, no clock: time comes in [`Ctx`]), so the
-//! whole behaviour of a kind is testable without a runtime.
+//! them, hands the actor one request at a time, commits the state the request changed with
+//! the records it wrote, and only then answers. A request's `handle` is pure (no I/O, no
+//! clock: time comes in [`Ctx`]), so the whole behaviour of a kind is testable without a
+//! runtime. Each request names its reply type, so a call is typed from the gRPC method to the
+//! handler and back: no method can receive a reply of the wrong kind.
 //!
 //! `handle` changes the state in place rather than returning a new one: no copy of the state
-//! per command. That is safe because a handler that fails leaves the state as it was (the
+//! per request. That is safe because a handler that fails leaves the state as it was (the
 //! domain's contract), and a write that fails, times out or panics makes the actor discard
 //! its in-memory state and reload the durable one.
 
@@ -131,7 +134,8 @@ impl Ctx {
     }
 }
 
-/// A kind of actor: carts, to-do lists, stock per sku.
+/// A kind of actor: carts, to-do lists, stock per sku. What its actors can be asked is a set
+/// of [`Request`] types, each with its own reply type.
 pub trait Entity: Send + Sync + 'static {
     /// Lowercase name: the registry's kind, the store namespace of the state, admin output.
     const KIND: &'static str;
@@ -139,10 +143,6 @@ pub trait Entity: Send + Sync + 'static {
     const KEY_FIELD: &'static str;
     /// What one actor owns.
     type State: Send + Sync + 'static;
-    /// The messages it handles.
-    type Command: Command;
-    /// Its answers.
-    type Reply: Send + Sync + 'static;
     /// What watchers receive after every change.
     type Snapshot: Clone + Send + Sync + 'static;
 
@@ -150,18 +150,6 @@ pub trait Entity: Send + Sync + 'static {
     fn decode_state(&self, bytes: &[u8]) -> Result<Self::State, String>;
     /// Encodes the state for the store (protobuf: readable from any language).
     fn encode_state(&self, state: &Self::State) -> Vec<u8>;
-    /// Encodes the state just written by the command that answered `reply`. A kind whose
-    /// reply already is its stored form (a cart's `Session`) encodes the reply instead of
-    /// converting the state a second time.
-    fn encode_written(&self, state: &Self::State, _reply: &Self::Reply) -> Vec<u8> {
-        self.encode_state(state)
-    }
-    /// Hands back `reply` once `written`, the bytes [`Entity::encode_written`] produced for
-    /// it, are durable. A kind whose reply is its stored form keeps them in the reply, so that
-    /// the server sends them as they are instead of encoding the reply a second time.
-    fn keep_written(&self, reply: Self::Reply, _written: Bytes) -> Self::Reply {
-        reply
-    }
     /// The records of other namespaces that belong to `key`'s state, if the kind has any.
     fn children(&self, _key: &str) -> Option<Children> {
         None
@@ -174,17 +162,6 @@ pub trait Entity: Send + Sync + 'static {
     ) -> Result<(), String> {
         Ok(())
     }
-    /// Answers `command`, a retry of a request already applied (same request id, RPC and
-    /// fields), from the current state without applying it again. `outcome` is what
-    /// [`Step::Write`] said when it was applied.
-    fn replay(
-        &self,
-        key: &str,
-        state: Option<&Self::State>,
-        command: Self::Command,
-        version: u64,
-        outcome: u64,
-    ) -> Result<Replay<Self::Reply>, Error>;
 
     /// The watchers' view of `state` at `version`.
     fn snapshot(&self, state: &Self::State, version: u64) -> Self::Snapshot;
@@ -192,17 +169,65 @@ pub trait Entity: Send + Sync + 'static {
     fn is_final(&self, snapshot: &Self::Snapshot) -> bool;
     /// The error for a request that needs state at a key that has none (watching, reading).
     fn missing(&self, key: &str) -> Error;
+}
 
-    /// Handles one command for `key`, changing its state in place (`None`: no state yet).
+/// One kind of message an actor of `E` handles, with the type of its answer: a call is typed
+/// end to end, so no handler can answer with the wrong kind of reply.
+pub trait Request<E: Entity>: Sized + Send + 'static {
+    /// What the actor answers.
+    type Reply: Send + 'static;
+
+    /// A name for logs and for the idempotency memory (`add_item`).
+    fn name(&self) -> &'static str;
+
+    /// The caller's idempotency key, if it sent one: a retry with the same id is applied once
+    /// and answered from the current state by [`Request::replay`].
+    fn request_id(&self) -> Option<&RequestId> {
+        None
+    }
+
+    /// Handles the request for `key`, changing its state in place (`None`: no state yet).
     /// Pure: no I/O, no clock. An `Err` is answered as is and must leave `state` unchanged;
     /// [`Step::Write`] says the state changed and must be persisted before the reply.
     fn handle(
-        &self,
+        self,
+        entity: &E,
         key: &str,
-        state: &mut Option<Self::State>,
-        command: Self::Command,
+        state: &mut Option<E::State>,
         ctx: Ctx,
     ) -> Result<Step<Self::Reply>, Error>;
+
+    /// Answers this request, a retry of one already applied (same request id, RPC and fields),
+    /// from the current state without applying it again. `outcome` is what [`Step::Write`]
+    /// said when it was applied. Only requests that carry a request id are ever replayed.
+    fn replay(
+        self,
+        entity: &E,
+        key: &str,
+        state: Option<&E::State>,
+        version: u64,
+        outcome: u64,
+    ) -> Result<Replay<Self::Reply>, Error> {
+        let _ = (entity, state, version, outcome);
+        Err(Error::Corrupt(format!(
+            "{} of {key} was replayed but carries no request id",
+            self.name()
+        )))
+    }
+
+    /// Encodes the state just written by this request, which answered `reply`. A request
+    /// whose reply already is the stored form (a cart's `Session`) encodes the reply instead
+    /// of converting the state a second time.
+    fn encode_written(entity: &E, state: &E::State, _reply: &Self::Reply) -> Vec<u8> {
+        entity.encode_state(state)
+    }
+
+    /// Hands back `reply` once `written`, the bytes [`Request::encode_written`] produced, are
+    /// durable. A reply that is the stored form keeps them, so that the server sends them as
+    /// they are instead of encoding the reply a second time.
+    fn keep_written(reply: Self::Reply, _written: Bytes) -> Self::Reply {
+        reply
+    }
 }
 
 /// A request id and what identifies the request it was first sent with.
@@ -213,16 +238,4 @@ pub struct RequestId {
     /// A stable 64-bit hash of the request's fields other than its id (FNV-1a of its
     /// protobuf encoding): a reuse with other fields is told apart from a retry.
     pub fingerprint: u64,
-}
-
-/// A message to an actor.
-pub trait Command: Send + 'static {
-    /// The caller's idempotency key, if it sent one: a retry with the same id is applied once
-    /// and answered from the current state.
-    fn request_id(&self) -> Option<&RequestId> {
-        None
-    }
-
-    /// A name for logs and metrics ("add_item").
-    fn name(&self) -> &'static str;
 }

@@ -16,8 +16,9 @@ use tokio::{
 };
 
 use super::{
-    Settings, actor,
-    entity::Entity,
+    Settings,
+    actor::{self, Call, Cast, Job},
+    entity::{Entity, Request},
     mailbox::{Mailbox, Refused},
     registry::{ActorInfo, ActorStatus, Actors, Candidate, ShardGuard, Sharded, Table},
     store::Store,
@@ -63,14 +64,8 @@ fn actor_deadline(deadline: Deadline) -> Deadline {
 
 /// What a message asks of an actor.
 pub(super) enum Msg<E: Entity> {
-    /// Handle a command and answer, unless the caller abandoned it first (the claim).
-    Command(
-        E::Command,
-        oneshot::Sender<Result<E::Reply, Error>>,
-        Arc<Claim>,
-    ),
-    /// Handle a command, answering no one (a cast).
-    Cast(E::Command),
+    /// Handle a request: a call (answered, unless its caller abandoned it first) or a cast.
+    Job(Box<dyn Job<E>>),
     /// Subscribe to changes: the current snapshot and a receiver of the next ones.
     Watch(oneshot::Sender<Result<Subscription<E>, Error>>),
     /// Load the state and answer (prewarming; the activation benchmark).
@@ -232,15 +227,20 @@ impl<E: Entity> Kind<E> {
     /// arrives in time. If the caller's deadline passes first, the command's claim decides:
     /// still queued, it is abandoned and never runs (DEADLINE_EXCEEDED); already running, its
     /// answer is awaited a little longer, and failing that the outcome is unknown.
-    pub async fn call(
+    pub async fn call<R: Request<E>>(
         &self,
         key: &str,
-        command: E::Command,
+        request: R,
         deadline: Deadline,
-    ) -> Result<E::Reply, Error> {
+    ) -> Result<R::Reply, Error> {
         let (reply, mut answer) = oneshot::channel();
         let claim = Arc::new(Claim::default());
-        let msg = Msg::Command(command, reply, claim.clone());
+        let call = Call {
+            request,
+            reply,
+            claim: claim.clone(),
+        };
+        let msg = Msg::Job(Box::new(call));
         self.send(key, msg, actor_deadline(deadline))?;
         let crashed = || Error::ActorCrashed {
             kind: E::KIND,
@@ -269,8 +269,13 @@ impl<E: Entity> Kind<E> {
     /// Queues `command` for the actor of `key` and returns at once: accepted, not done. For
     /// messages whose sender needs no result; backpressure still applies (a full mailbox
     /// refuses), and the message is dropped if not run by `deadline`.
-    pub fn cast(&self, key: &str, command: E::Command, deadline: Deadline) -> Result<(), Error> {
-        self.send(key, Msg::Cast(command), deadline)
+    pub fn cast<R: Request<E>>(
+        &self,
+        key: &str,
+        request: R,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        self.send(key, Msg::Job(Box::new(Cast(request))), deadline)
     }
 
     /// Makes the actor of `key` live with its state loaded, without running a command.
@@ -494,16 +499,14 @@ impl<E: Entity> Envelope<E> {
     /// Answers the sender with `error` without running the message.
     pub(super) fn refuse(self, error: Error) {
         match self.msg {
-            Msg::Command(_, reply, _) => {
-                let _ = reply.send(Err(error));
-            }
+            Msg::Job(job) => job.refuse(error),
             Msg::Watch(reply) => {
                 let _ = reply.send(Err(error));
             }
             Msg::Activate(reply) => {
                 let _ = reply.send(Err(error));
             }
-            Msg::Cast(_) | Msg::Crash => {}
+            Msg::Crash => {}
         }
     }
 }

@@ -1,13 +1,14 @@
 //! The actor runtime: generic, it knows nothing about carts or lists.
 //!
-//! An entity kind implements [`Entity`]; a [`Kind`] runs one actor per key of it. Actors are
+//! An entity kind implements [`Entity`], and [`Request`] for each message it takes; a [`Kind`]
+//! runs one actor per key of it. Actors are
 //! found or activated through a sharded registry, load their state from store-svc inside their
 //! own task, handle one message at a time from a bounded mailbox, write through to the store
 //! before answering, passivate when idle, and restart from durable state when they crash.
 //!
 //! # Layout
 //!
-//! - [`entity`]: the trait a kind implements, and what its pure handler returns.
+//! - [`entity`]: the traits a kind implements, and what its pure handlers return.
 //! - [`kind`]: one kind's registry: get-or-activate, call, cast, watch.
 //! - [`actor`]: the task per key: load, handle, persist, publish, passivate, restart.
 //! - [`mailbox`]: the bounded mailbox with an atomic close-if-idle.
@@ -28,7 +29,7 @@ pub mod store;
 use std::time::Duration;
 
 pub use entity::{
-    Child, Children, Command, Ctx, Entity, RecordWrite, Replay, RequestId, Step, escape_key,
+    Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
 };
 pub use kind::{Kind, validate_key};
 pub use registry::{ActorInfo, ActorStatus, Actors};

@@ -20,11 +20,12 @@ struct Counter {
     loads: Arc<AtomicUsize>,
 }
 
-enum Op {
-    Add(u64, Option<RequestId>),
-    Get,
-    Boom,
-}
+/// Add to the counter (with an optional request id); answers the new value.
+struct Add(u64, Option<RequestId>);
+/// Read the counter.
+struct Get;
+/// Panic in the handler.
+struct Boom;
 
 /// A request id whose request has fingerprint `n`.
 fn id(id: &str, n: u64) -> Option<RequestId> {
@@ -32,19 +33,6 @@ fn id(id: &str, n: u64) -> Option<RequestId> {
         id: id.into(),
         fingerprint: n,
     })
-}
-
-impl Command for Op {
-    fn request_id(&self) -> Option<&RequestId> {
-        match self {
-            Op::Add(_, id) => id.as_ref(),
-            _ => None,
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        "op"
-    }
 }
 
 /// prost encodes a bare u64 as `google.protobuf.UInt64Value`.
@@ -56,8 +44,6 @@ impl Entity for Counter {
     const KIND: &'static str = "counter";
     const KEY_FIELD: &'static str = "key";
     type State = u64;
-    type Command = Op;
-    type Reply = u64;
     type Snapshot = u64;
 
     fn decode_state(&self, bytes: &[u8]) -> Result<u64, String> {
@@ -66,16 +52,6 @@ impl Entity for Counter {
     }
     fn encode_state(&self, state: &u64) -> Vec<u8> {
         prost::Message::encode_to_vec(state)
-    }
-    fn replay(
-        &self,
-        _key: &str,
-        state: Option<&u64>,
-        _op: Op,
-        _version: u64,
-        _outcome: u64,
-    ) -> Result<Replay<u64>, Error> {
-        Ok(Replay::Reply(state.copied().unwrap_or(0)))
     }
     fn snapshot(&self, state: &u64, _version: u64) -> u64 {
         *state
@@ -86,25 +62,72 @@ impl Entity for Counter {
     fn missing(&self, key: &str) -> Error {
         Error::NotFound(format!("no counter {key}"))
     }
+}
+
+impl Request<Counter> for Add {
+    type Reply = u64;
+
+    fn name(&self) -> &'static str {
+        "add"
+    }
+    fn request_id(&self) -> Option<&RequestId> {
+        self.1.as_ref()
+    }
     fn handle(
-        &self,
-        _key: &str,
+        self,
+        _: &Counter,
+        _: &str,
         state: &mut Option<u64>,
-        op: Op,
-        _ctx: Ctx,
+        _: Ctx,
     ) -> Result<Step<u64>, Error> {
-        let current = state.unwrap_or(0);
-        match op {
-            Op::Get => Ok(Step::Read(current)),
-            Op::Add(n, _) => {
-                *state = Some(current + n);
-                Ok(Step::write(current + n))
-            }
-            Op::Boom => {
-                *state = Some(666); // a crash mid-change must not leak into the next answer
-                panic!("handler bug")
-            }
-        }
+        let value = state.unwrap_or(0) + self.0;
+        *state = Some(value);
+        Ok(Step::write(value))
+    }
+    fn replay(
+        self,
+        _: &Counter,
+        _: &str,
+        state: Option<&u64>,
+        _: u64,
+        _: u64,
+    ) -> Result<Replay<u64>, Error> {
+        Ok(Replay::Reply(state.copied().unwrap_or(0)))
+    }
+}
+
+impl Request<Counter> for Get {
+    type Reply = u64;
+
+    fn name(&self) -> &'static str {
+        "get"
+    }
+    fn handle(
+        self,
+        _: &Counter,
+        _: &str,
+        state: &mut Option<u64>,
+        _: Ctx,
+    ) -> Result<Step<u64>, Error> {
+        Ok(Step::Read(state.unwrap_or(0)))
+    }
+}
+
+impl Request<Counter> for Boom {
+    type Reply = u64;
+
+    fn name(&self) -> &'static str {
+        "boom"
+    }
+    fn handle(
+        self,
+        _: &Counter,
+        _: &str,
+        state: &mut Option<u64>,
+        _: Ctx,
+    ) -> Result<Step<u64>, Error> {
+        *state = Some(666); // a crash mid-change must not leak into the next answer
+        panic!("handler bug")
     }
 }
 
@@ -140,7 +163,7 @@ fn soon() -> Deadline {
 }
 
 async fn add(kind: &Kind<Counter>, key: &str, n: u64) -> Result<u64, Error> {
-    kind.call(key, Op::Add(n, None), soon()).await
+    kind.call(key, Add(n, None), soon()).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -155,7 +178,7 @@ async fn concurrent_first_requests_activate_a_key_once() {
     for call in calls {
         call.await.unwrap().unwrap();
     }
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 50);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 50);
     assert_eq!(f.actors.live(), 1);
 }
 
@@ -178,7 +201,7 @@ async fn idle_actors_passivate_and_come_back_with_their_state() {
     assert_eq!(f.actors.live(), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(f.actors.live(), 0, "idle actor still live");
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 5);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 5);
     assert_eq!(
         f.loads.load(Ordering::SeqCst),
         1,
@@ -191,12 +214,12 @@ async fn a_crash_fails_only_its_message_and_restarts_from_durable_state() {
     let f = fixture(Settings::default(), 100);
     add(&f.kind, "k", 3).await.unwrap();
     add(&f.kind, "other", 1).await.unwrap();
-    let crashed = f.kind.call("k", Op::Boom, soon()).await;
+    let crashed = f.kind.call("k", Boom, soon()).await;
     assert!(
         matches!(crashed, Err(Error::ActorCrashed { .. })),
         "{crashed:?}"
     );
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 3);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 3);
     assert_eq!(
         f.loads.load(Ordering::SeqCst),
         1,
@@ -210,9 +233,9 @@ async fn a_crash_loop_quarantines_the_key_then_it_recovers() {
     let f = fixture(Settings::default(), 100);
     add(&f.kind, "k", 1).await.unwrap();
     for _ in 0..4 {
-        let _ = f.kind.call("k", Op::Boom, soon()).await;
+        let _ = f.kind.call("k", Boom, soon()).await;
     }
-    match f.kind.call("k", Op::Get, soon()).await {
+    match f.kind.call("k", Get, soon()).await {
         Err(Error::Quarantined { retry_after, .. }) => {
             assert!(retry_after <= Duration::from_secs(10));
         }
@@ -220,7 +243,7 @@ async fn a_crash_loop_quarantines_the_key_then_it_recovers() {
     }
     assert_eq!(add(&f.kind, "neighbour", 1).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 1);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -232,23 +255,23 @@ async fn a_full_mailbox_refuses_at_once_with_a_retry_hint() {
     let f = fixture(settings, 100);
     // Casts are queued synchronously; the actor task has not run yet, so nothing drains.
     for _ in 0..4 {
-        f.kind.cast("k", Op::Add(1, None), soon()).unwrap();
+        f.kind.cast("k", Add(1, None), soon()).unwrap();
     }
-    match f.kind.cast("k", Op::Add(1, None), soon()) {
+    match f.kind.cast("k", Add(1, None), soon()) {
         Err(Error::MailboxFull { capacity: 4, .. }) => {}
         other => panic!("expected a full mailbox, got {other:?}"),
     }
     tokio::time::sleep(Duration::from_millis(1)).await; // let the actor drain its mailbox
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 4);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_message_whose_deadline_passed_in_the_mailbox_is_not_executed() {
     let f = fixture(Settings::default(), 100);
     f.kind
-        .cast("k", Op::Add(100, None), Deadline::after(Duration::ZERO))
+        .cast("k", Add(100, None), Deadline::after(Duration::ZERO))
         .unwrap();
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 0);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -258,19 +281,19 @@ async fn a_retried_request_id_is_applied_once_even_after_passivation() {
         ..Settings::default()
     };
     let f = fixture(settings, 100);
-    let op = || Op::Add(10, id("req-1", 10));
+    let op = || Add(10, id("req-1", 10));
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(f.kind.call("k", op(), soon()).await.unwrap(), 10);
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 10);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 10);
     // The same id with other fields is refused and changes nothing.
-    let reused = f.kind.call("k", Op::Add(5, id("req-1", 5)), soon()).await;
+    let reused = f.kind.call("k", Add(5, id("req-1", 5)), soon()).await;
     assert!(
         matches!(&reused, Err(Error::InvalidArgument { field, .. }) if field == "request_id"),
         "{reused:?}"
     );
-    assert_eq!(f.kind.call("k", Op::Get, soon()).await.unwrap(), 10);
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 10);
 }
 
 #[tokio::test(start_paused = true)]
@@ -298,7 +321,7 @@ async fn at_the_cap_the_least_recently_used_idle_actor_is_passivated() {
         assert!(live.contains(&key.to_string()), "{key} missing: {live:?}");
     }
     assert_eq!(
-        f.kind.call("b", Op::Get, soon()).await.unwrap(),
+        f.kind.call("b", Get, soon()).await.unwrap(),
         1,
         "state lost on eviction"
     );
@@ -351,7 +374,7 @@ async fn reading_a_key_without_state_leaves_no_live_actor() {
     for i in 0..10 {
         assert_eq!(
             f.kind
-                .call(&format!("ghost-{i}"), Op::Get, soon())
+                .call(&format!("ghost-{i}"), Get, soon())
                 .await
                 .unwrap(),
             0

@@ -10,7 +10,7 @@ use crate::{
     domain::{Date, Entry, TodoList},
     error::Error,
     runtime::{
-        Child, Children, Command, Ctx, Entity, RecordWrite, Replay, RequestId, Step, escape_key,
+        Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
     },
 };
 
@@ -25,76 +25,48 @@ pub fn entry_key(list: &str, id: u64) -> String {
     format!("{}/{id:020}", escape_key(list))
 }
 
-/// What a list actor can be asked.
+/// Add an entry (creating the list on first use): answered with the entry.
 #[derive(Debug, Clone)]
-pub enum TodoCommand {
-    /// Add an entry (creating the list on first use).
-    Add {
-        /// Due date.
-        date: Date,
-        /// What to do.
-        title: String,
-        /// Idempotency key.
-        request_id: Option<RequestId>,
-    },
-    /// Read the entries, all or of one date, a page at a time.
-    List {
-        /// Only this date, if given.
-        date: Option<Date>,
-        /// Entries per page at most; 0: as many as fit in [`MAX_PAGE_BYTES`].
-        page_size: usize,
-        /// Start after this entry (date, id): where the previous page ended.
-        after: Option<(Date, u64)>,
-    },
-    /// Change an entry.
-    Update {
-        /// The entry.
-        id: u64,
-        /// New date, if given.
-        date: Option<Date>,
-        /// New title, if given.
-        title: Option<String>,
-        /// Idempotency key.
-        request_id: Option<RequestId>,
-    },
-    /// Remove an entry.
-    Delete {
-        /// The entry.
-        id: u64,
-        /// Idempotency key.
-        request_id: Option<RequestId>,
-    },
+pub struct AddEntry {
+    /// Due date.
+    pub date: Date,
+    /// What to do.
+    pub title: String,
+    /// Idempotency key.
+    pub request_id: Option<RequestId>,
 }
 
-impl Command for TodoCommand {
-    fn request_id(&self) -> Option<&RequestId> {
-        match self {
-            Self::List { .. } => None,
-            Self::Add { request_id, .. }
-            | Self::Update { request_id, .. }
-            | Self::Delete { request_id, .. } => request_id.as_ref(),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Add { .. } => "add_entry",
-            Self::List { .. } => "list_entries",
-            Self::Update { .. } => "update_entry",
-            Self::Delete { .. } => "delete_entry",
-        }
-    }
+/// Read the entries, all or of one date, a page at a time.
+#[derive(Debug, Clone)]
+pub struct ListEntries {
+    /// Only this date, if given.
+    pub date: Option<Date>,
+    /// Entries per page at most; 0: as many as fit in [`MAX_PAGE_BYTES`].
+    pub page_size: usize,
+    /// Start after this entry (date, id): where the previous page ended.
+    pub after: Option<(Date, u64)>,
 }
 
-/// What a list actor answers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TodoReply {
-    /// One entry (added or updated).
-    Entry(pb::Entry),
-    /// Entries asked for.
-    Entries(pb::ListEntriesResponse),
-    /// The entry is gone.
-    Deleted,
+/// Change an entry: answered with the entry as it is now.
+#[derive(Debug, Clone)]
+pub struct UpdateEntry {
+    /// The entry.
+    pub id: u64,
+    /// New date, if given.
+    pub date: Option<Date>,
+    /// New title, if given.
+    pub title: Option<String>,
+    /// Idempotency key.
+    pub request_id: Option<RequestId>,
+}
+
+/// Remove an entry.
+#[derive(Debug, Clone)]
+pub struct DeleteEntry {
+    /// The entry.
+    pub id: u64,
+    /// Idempotency key.
+    pub request_id: Option<RequestId>,
 }
 
 /// The to-do kind. It has no settings today; it is a value so it could.
@@ -191,8 +163,6 @@ impl Entity for TodoEntity {
     const KIND: &'static str = "todo";
     const KEY_FIELD: &'static str = "list";
     type State = StoredList;
-    type Command = TodoCommand;
-    type Reply = TodoReply;
     type Snapshot = pb::WatchListResponse;
 
     fn decode_state(&self, bytes: &[u8]) -> Result<StoredList, String> {
@@ -236,31 +206,6 @@ impl Entity for TodoEntity {
         Ok(())
     }
 
-    fn replay(
-        &self,
-        key: &str,
-        state: Option<&StoredList>,
-        command: TodoCommand,
-        _version: u64,
-        outcome: u64,
-    ) -> Result<Replay<TodoReply>, Error> {
-        let Some(stored) = state else {
-            return Err(self.missing(key));
-        };
-        let entry = |id: u64| {
-            stored.list.get(id).map(wire_entry).ok_or_else(|| {
-                Error::NotFound(format!(
-                    "entry {id}, which this request changed, has been deleted since"
-                ))
-            })
-        };
-        Ok(Replay::Reply(match command {
-            TodoCommand::Add { .. } => TodoReply::Entry(entry(outcome)?),
-            TodoCommand::Update { id, .. } => TodoReply::Entry(entry(id)?),
-            TodoCommand::Delete { .. } | TodoCommand::List { .. } => TodoReply::Deleted,
-        }))
-    }
-
     fn snapshot(&self, stored: &StoredList, version: u64) -> pb::WatchListResponse {
         pb::WatchListResponse {
             list: stored.list.name.clone(),
@@ -276,92 +221,198 @@ impl Entity for TodoEntity {
     fn missing(&self, key: &str) -> Error {
         Error::NotFound(format!("no to-do list named {key:?}; AddEntry creates it"))
     }
+}
+
+/// The write of one entry's record, expected at `expected_version`.
+fn put_entry(list: &str, entry: &Entry, expected_version: u64) -> RecordWrite {
+    RecordWrite {
+        namespace: ENTRIES_NAMESPACE,
+        key: entry_key(list, entry.id),
+        value: Some(wire_entry(entry).encode_to_vec()),
+        expected_version,
+    }
+}
+
+/// The entry `id` as it is now, for a retry of the request that changed it.
+fn current_entry(
+    stored: Option<&StoredList>,
+    list: &str,
+    id: u64,
+) -> Result<Replay<pb::Entry>, Error> {
+    let stored = stored.ok_or_else(|| TodoEntity.missing(list))?;
+    let entry = stored.list.get(id).ok_or_else(|| {
+        Error::NotFound(format!(
+            "entry {id}, which this request changed, has been deleted since"
+        ))
+    })?;
+    Ok(Replay::Reply(wire_entry(entry)))
+}
+
+// Each change writes the list's head (next id, count) and the one entry it touched.
+impl Request<TodoEntity> for AddEntry {
+    type Reply = pb::Entry;
+
+    fn name(&self) -> &'static str {
+        "add_entry"
+    }
+
+    fn request_id(&self) -> Option<&RequestId> {
+        self.request_id.as_ref()
+    }
 
     fn handle(
-        &self,
+        self,
+        _: &TodoEntity,
         key: &str,
         state: &mut Option<StoredList>,
-        command: TodoCommand,
-        _ctx: Ctx,
-    ) -> Result<Step<TodoReply>, Error> {
-        // Each change writes the list's head (next id, count) and the one entry it touched.
-        let put = |entry: &Entry, expected_version| RecordWrite {
-            namespace: ENTRIES_NAMESPACE,
-            key: entry_key(key, entry.id),
-            value: Some(wire_entry(entry).encode_to_vec()),
-            expected_version,
+        _: Ctx,
+    ) -> Result<Step<pb::Entry>, Error> {
+        // A new list is kept only if its first entry is valid: state stays None on error.
+        let mut fresh = None;
+        let stored = match state {
+            Some(stored) => stored,
+            None => fresh.insert(StoredList {
+                list: TodoList::new(key.to_string())?,
+                versions: HashMap::new(),
+            }),
         };
-        if let TodoCommand::Add { date, title, .. } = command {
-            // A new list is kept only if its first entry is valid: state stays None on error.
-            let mut fresh = None;
-            let stored = match state {
-                Some(stored) => stored,
-                None => fresh.insert(StoredList {
-                    list: TodoList::new(key.to_string())?,
-                    versions: HashMap::new(),
-                }),
-            };
-            let entry = stored.list.add(date, title)?;
-            stored.versions.insert(entry.id, 1);
-            let record = put(&entry, 0);
-            if let Some(stored) = fresh {
-                *state = Some(stored);
-            }
-            return Ok(Step::Write {
-                reply: TodoReply::Entry(wire_entry(&entry)),
-                records: vec![record],
-                outcome: entry.id,
-            });
+        let entry = stored.list.add(self.date, self.title)?;
+        stored.versions.insert(entry.id, 1);
+        if let Some(stored) = fresh {
+            *state = Some(stored);
         }
-        let Some(stored) = state else {
-            return Err(self.missing(key));
-        };
-        Ok(match command {
-            TodoCommand::Add { .. } => unreachable!("handled above"),
-            TodoCommand::List {
-                date,
-                page_size,
-                after,
-            } => Step::Read(TodoReply::Entries(Self::page(
-                &stored.list,
-                date,
-                page_size,
-                after,
-            ))),
-            TodoCommand::Update {
-                id, date, title, ..
-            } => {
-                let unchanged = date.is_none() && title.is_none();
-                let entry = stored.list.update(id, date, title)?;
-                let reply = TodoReply::Entry(wire_entry(&entry));
-                if unchanged {
-                    Step::Read(reply)
-                } else {
-                    let version = stored.versions.entry(id).or_insert(0);
-                    let record = put(&entry, *version);
-                    *version += 1;
-                    Step::Write {
-                        reply,
-                        records: vec![record],
-                        outcome: 0,
-                    }
-                }
-            }
-            TodoCommand::Delete { id, .. } => {
-                stored.list.delete(id)?;
-                let version = stored.versions.remove(&id).unwrap_or(0);
-                Step::Write {
-                    reply: TodoReply::Deleted,
-                    records: vec![RecordWrite {
-                        namespace: ENTRIES_NAMESPACE,
-                        key: entry_key(key, id),
-                        value: None,
-                        expected_version: version,
-                    }],
-                    outcome: 0,
-                }
-            }
+        Ok(Step::Write {
+            reply: wire_entry(&entry),
+            records: vec![put_entry(key, &entry, 0)],
+            outcome: entry.id,
         })
+    }
+
+    fn replay(
+        self,
+        _: &TodoEntity,
+        key: &str,
+        state: Option<&StoredList>,
+        _: u64,
+        outcome: u64,
+    ) -> Result<Replay<pb::Entry>, Error> {
+        current_entry(state, key, outcome)
+    }
+}
+
+impl Request<TodoEntity> for ListEntries {
+    type Reply = pb::ListEntriesResponse;
+
+    fn name(&self) -> &'static str {
+        "list_entries"
+    }
+
+    fn handle(
+        self,
+        entity: &TodoEntity,
+        key: &str,
+        state: &mut Option<StoredList>,
+        _: Ctx,
+    ) -> Result<Step<pb::ListEntriesResponse>, Error> {
+        let stored = state.as_ref().ok_or_else(|| entity.missing(key))?;
+        Ok(Step::Read(TodoEntity::page(
+            &stored.list,
+            self.date,
+            self.page_size,
+            self.after,
+        )))
+    }
+}
+
+impl Request<TodoEntity> for UpdateEntry {
+    type Reply = pb::Entry;
+
+    fn name(&self) -> &'static str {
+        "update_entry"
+    }
+
+    fn request_id(&self) -> Option<&RequestId> {
+        self.request_id.as_ref()
+    }
+
+    fn handle(
+        self,
+        entity: &TodoEntity,
+        key: &str,
+        state: &mut Option<StoredList>,
+        _: Ctx,
+    ) -> Result<Step<pb::Entry>, Error> {
+        let stored = state.as_mut().ok_or_else(|| entity.missing(key))?;
+        let unchanged = self.date.is_none() && self.title.is_none();
+        let entry = stored.list.update(self.id, self.date, self.title)?;
+        if unchanged {
+            return Ok(Step::Read(wire_entry(&entry)));
+        }
+        let version = stored.versions.entry(self.id).or_insert(0);
+        let record = put_entry(key, &entry, *version);
+        *version += 1;
+        Ok(Step::Write {
+            reply: wire_entry(&entry),
+            records: vec![record],
+            outcome: 0,
+        })
+    }
+
+    fn replay(
+        self,
+        _: &TodoEntity,
+        key: &str,
+        state: Option<&StoredList>,
+        _: u64,
+        _: u64,
+    ) -> Result<Replay<pb::Entry>, Error> {
+        current_entry(state, key, self.id)
+    }
+}
+
+impl Request<TodoEntity> for DeleteEntry {
+    type Reply = pb::DeleteEntryResponse;
+
+    fn name(&self) -> &'static str {
+        "delete_entry"
+    }
+
+    fn request_id(&self) -> Option<&RequestId> {
+        self.request_id.as_ref()
+    }
+
+    fn handle(
+        self,
+        entity: &TodoEntity,
+        key: &str,
+        state: &mut Option<StoredList>,
+        _: Ctx,
+    ) -> Result<Step<pb::DeleteEntryResponse>, Error> {
+        let stored = state.as_mut().ok_or_else(|| entity.missing(key))?;
+        stored.list.delete(self.id)?;
+        let version = stored.versions.remove(&self.id).unwrap_or(0);
+        Ok(Step::Write {
+            reply: pb::DeleteEntryResponse {},
+            records: vec![RecordWrite {
+                namespace: ENTRIES_NAMESPACE,
+                key: entry_key(key, self.id),
+                value: None,
+                expected_version: version,
+            }],
+            outcome: 0,
+        })
+    }
+
+    /// The entry is gone, as the first attempt left it.
+    fn replay(
+        self,
+        _: &TodoEntity,
+        _: &str,
+        _: Option<&StoredList>,
+        _: u64,
+        _: u64,
+    ) -> Result<Replay<pb::DeleteEntryResponse>, Error> {
+        Ok(Replay::Reply(pb::DeleteEntryResponse {}))
     }
 }
 
@@ -380,18 +431,22 @@ mod tests {
         }
     }
 
-    fn list_all() -> TodoCommand {
-        TodoCommand::List {
-            date: None,
-            page_size: 0,
-            after: None,
+    fn add(day: &str, title: &str) -> AddEntry {
+        AddEntry {
+            date: date(day),
+            title: title.into(),
+            request_id: None,
         }
     }
 
-    fn apply(list: Option<&StoredList>, command: TodoCommand) -> (Option<StoredList>, TodoReply) {
+    /// Handles `request` on a copy of `list`: the state after it and the reply.
+    fn apply<R: Request<TodoEntity>>(
+        list: Option<&StoredList>,
+        request: R,
+    ) -> (Option<StoredList>, R::Reply) {
         let mut state = list.cloned();
-        match TodoEntity
-            .handle("groceries", &mut state, command, ctx())
+        match request
+            .handle(&TodoEntity, "groceries", &mut state, ctx())
             .unwrap()
         {
             Step::Read(reply) | Step::Write { reply, .. } => (state, reply),
@@ -400,15 +455,10 @@ mod tests {
 
     #[test]
     fn the_first_add_creates_the_list_and_it_round_trips_through_storage() {
-        let add = TodoCommand::Add {
-            date: date("2026-11-22"),
-            title: "milk".into(),
-            request_id: None,
-        };
-        let (list, reply) = apply(None, add);
+        let (list, reply) = apply(None, add("2026-11-22", "milk"));
         let list = list.unwrap();
         assert_eq!(list.list.name, "groceries");
-        assert!(matches!(reply, TodoReply::Entry(pb::Entry { id: 1, .. })));
+        assert_eq!(reply.id, 1);
         // The head holds no entries; each entry is a child record, loaded back with it.
         let bytes = TodoEntity.encode_state(&list);
         let mut loaded = TodoEntity.decode_state(&bytes).unwrap();
@@ -432,12 +482,7 @@ mod tests {
             ("2026-01-01", "a"),
             ("2026-01-02", "b"),
         ] {
-            let add = TodoCommand::Add {
-                date: date(day),
-                title: title.into(),
-                request_id: None,
-            };
-            TodoEntity.handle("l", &mut state, add, ctx()).unwrap();
+            (state, _) = apply(state.as_ref(), add(day, title));
         }
         let list = &state.unwrap().list;
         let first = TodoEntity::page(list, None, 2, None);
@@ -462,26 +507,26 @@ mod tests {
 
     #[test]
     fn reading_a_list_that_was_never_added_to_is_not_found() {
-        let result = TodoEntity.handle("nope", &mut None, list_all(), ctx());
+        let list = ListEntries {
+            date: None,
+            page_size: 0,
+            after: None,
+        };
+        let result = list.handle(&TodoEntity, "nope", &mut None, ctx());
         assert!(matches!(result, Err(Error::NotFound(_))));
     }
 
     #[test]
     fn an_update_that_changes_nothing_is_not_written() {
-        let add = TodoCommand::Add {
-            date: date("2026-11-22"),
-            title: "milk".into(),
-            request_id: None,
-        };
-        let (mut list, _) = apply(None, add);
-        let update = TodoCommand::Update {
+        let (mut list, _) = apply(None, add("2026-11-22", "milk"));
+        let update = UpdateEntry {
             id: 1,
             date: None,
             title: None,
             request_id: None,
         };
-        let step = TodoEntity
-            .handle("groceries", &mut list, update, ctx())
+        let step = update
+            .handle(&TodoEntity, "groceries", &mut list, ctx())
             .unwrap();
         assert!(matches!(step, Step::Read(_)));
     }
@@ -489,14 +534,10 @@ mod tests {
     #[test]
     fn an_invalid_first_entry_creates_no_list() {
         let mut state = None;
-        let add = TodoCommand::Add {
-            date: date("2026-11-22"),
-            title: "   ".into(),
-            request_id: None,
-        };
+        let blank = add("2026-11-22", "   ");
         assert!(
-            TodoEntity
-                .handle("groceries", &mut state, add, ctx())
+            blank
+                .handle(&TodoEntity, "groceries", &mut state, ctx())
                 .is_err()
         );
         assert_eq!(state, None);
@@ -504,18 +545,13 @@ mod tests {
 
     #[test]
     fn a_retried_add_answers_the_entry_it_made_as_it_is_now() {
-        let add = TodoCommand::Add {
-            date: date("2026-11-22"),
-            title: "milk".into(),
-            request_id: None,
-        };
-        let (stored, _) = apply(None, add.clone());
-        let replay = TodoEntity.replay("groceries", stored.as_ref(), add.clone(), 1, 1);
-        assert!(matches!(
-            replay,
-            Ok(Replay::Reply(TodoReply::Entry(pb::Entry { id: 1, .. })))
-        ));
-        let gone = TodoEntity.replay("groceries", stored.as_ref(), add, 1, 2);
+        let (stored, _) = apply(None, add("2026-11-22", "milk"));
+        let retry = add("2026-11-22", "milk");
+        let replay = retry
+            .clone()
+            .replay(&TodoEntity, "groceries", stored.as_ref(), 1, 1);
+        assert!(matches!(replay, Ok(Replay::Reply(pb::Entry { id: 1, .. }))));
+        let gone = retry.replay(&TodoEntity, "groceries", stored.as_ref(), 1, 2);
         assert!(matches!(gone, Err(Error::NotFound(_))));
     }
 }

@@ -7,5 +7,5 @@
 pub mod entity;
 pub mod service;
 
-pub use entity::{TodoCommand, TodoEntity, TodoReply};
+pub use entity::TodoEntity;
 pub use service::TodoApi;

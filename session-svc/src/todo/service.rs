@@ -7,12 +7,14 @@ use store_svc::kit::deadline::Deadline;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::entity::{TodoCommand, TodoEntity, TodoReply, parse_page_token};
+use super::entity::{
+    AddEntry, DeleteEntry, ListEntries, TodoEntity, UpdateEntry, parse_page_token,
+};
 use crate::{
-    api::{self, watch},
+    api::{self, Respond, watch},
     domain::Date,
     error::Error,
-    runtime::{Entity, Kind, validate_key},
+    runtime::{Entity, Kind},
 };
 
 /// The gRPC face of the list actors.
@@ -33,14 +35,42 @@ impl TodoApi {
         }
     }
 
-    async fn call<T>(
+    /// The one path of every method: see [`api::answer`].
+    async fn answer<T, R>(
         &self,
-        request: &Request<T>,
+        call: &Request<T>,
         list: &str,
-        command: TodoCommand,
-    ) -> Result<TodoReply, Error> {
-        let deadline = Deadline::accept(request, self.default_deadline);
-        self.lists.call(list, command, deadline).await
+        request: R,
+    ) -> Result<Response<<R::Reply as Respond>::Message>, Status>
+    where
+        R: crate::runtime::Request<TodoEntity>,
+        R::Reply: Respond,
+    {
+        api::answer(&self.lists, self.default_deadline, call, list, request).await
+    }
+}
+
+impl Respond for pb::Entry {
+    type Message = pb::Entry;
+
+    fn respond(self) -> Response<pb::Entry> {
+        Response::new(self)
+    }
+}
+
+impl Respond for pb::ListEntriesResponse {
+    type Message = pb::ListEntriesResponse;
+
+    fn respond(self) -> Response<pb::ListEntriesResponse> {
+        Response::new(self)
+    }
+}
+
+impl Respond for pb::DeleteEntryResponse {
+    type Message = pb::DeleteEntryResponse;
+
+    fn respond(self) -> Response<pb::DeleteEntryResponse> {
+        Response::new(self)
     }
 }
 
@@ -58,10 +88,6 @@ fn optional_date(wire: &str) -> Result<Option<Date>, Error> {
     }
 }
 
-fn unexpected(reply: &TodoReply) -> Status {
-    Status::internal(format!("the list actor answered an unexpected {reply:?}"))
-}
-
 #[tonic::async_trait]
 impl TodoService for TodoApi {
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list))]
@@ -70,8 +96,7 @@ impl TodoService for TodoApi {
         request: Request<pb::AddEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let r = request.get_ref();
-        validate_key("list", &r.list)?;
-        let command = TodoCommand::Add {
+        let command = AddEntry {
             date: date(&r.date)?,
             title: r.title.clone(),
             request_id: api::request_id(&r.request_id, || pb::AddEntryRequest {
@@ -80,10 +105,7 @@ impl TodoService for TodoApi {
             })?,
         };
         let list = r.list.clone();
-        match self.call(&request, &list, command).await? {
-            TodoReply::Entry(entry) => Ok(Response::new(entry)),
-            other => Err(unexpected(&other)),
-        }
+        self.answer(&request, &list, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list))]
@@ -92,7 +114,6 @@ impl TodoService for TodoApi {
         request: Request<pb::ListEntriesRequest>,
     ) -> Result<Response<pb::ListEntriesResponse>, Status> {
         let r = request.get_ref();
-        validate_key("list", &r.list)?;
         let page_size = usize::try_from(r.page_size).map_err(|_| {
             Error::invalid(
                 "page_size",
@@ -102,16 +123,13 @@ impl TodoService for TodoApi {
                 ),
             )
         })?;
-        let command = TodoCommand::List {
+        let command = ListEntries {
             date: optional_date(&r.date)?,
             page_size,
             after: parse_page_token(&r.page_token)?,
         };
         let list = r.list.clone();
-        match self.call(&request, &list, command).await? {
-            TodoReply::Entries(entries) => Ok(Response::new(entries)),
-            other => Err(unexpected(&other)),
-        }
+        self.answer(&request, &list, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
@@ -120,8 +138,7 @@ impl TodoService for TodoApi {
         request: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
         let r = request.get_ref();
-        validate_key("list", &r.list)?;
-        let command = TodoCommand::Update {
+        let command = UpdateEntry {
             id: r.id,
             date: optional_date(&r.date)?,
             title: (!r.title.is_empty()).then(|| r.title.clone()),
@@ -131,10 +148,7 @@ impl TodoService for TodoApi {
             })?,
         };
         let list = r.list.clone();
-        match self.call(&request, &list, command).await? {
-            TodoReply::Entry(entry) => Ok(Response::new(entry)),
-            other => Err(unexpected(&other)),
-        }
+        self.answer(&request, &list, command).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = "todo", key = %request.get_ref().list, id = request.get_ref().id))]
@@ -143,8 +157,7 @@ impl TodoService for TodoApi {
         request: Request<pb::DeleteEntryRequest>,
     ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let r = request.get_ref();
-        validate_key("list", &r.list)?;
-        let command = TodoCommand::Delete {
+        let command = DeleteEntry {
             id: r.id,
             request_id: api::request_id(&r.request_id, || pb::DeleteEntryRequest {
                 request_id: String::new(),
@@ -152,10 +165,7 @@ impl TodoService for TodoApi {
             })?,
         };
         let list = r.list.clone();
-        match self.call(&request, &list, command).await? {
-            TodoReply::Deleted => Ok(Response::new(pb::DeleteEntryResponse {})),
-            other => Err(unexpected(&other)),
-        }
+        self.answer(&request, &list, command).await
     }
 
     type WatchListStream = ReceiverStream<Result<pb::WatchListResponse, Status>>;
