@@ -82,6 +82,25 @@ pub struct Write {
     pub expected_version: u64,
 }
 
+/// Commits checked and waiting to be written together ([`Db::stage`], [`Db::apply_group`]).
+#[derive(Default)]
+pub struct Group {
+    /// The trees they change.
+    trees: Vec<sled::Tree>,
+    /// (index in `trees`, key, new record or `None` to delete), in staging order.
+    changes: Vec<(usize, sled::IVec, Option<sled::IVec>)>,
+    /// Namespace → key → the version each staged key will be at, so that later commits of
+    /// the group check against it (nested so that lookups borrow, never allocate).
+    staged: HashMap<String, HashMap<String, u64>>,
+}
+
+impl Group {
+    /// True when nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
 /// The database and its open namespaces.
 pub struct Db {
     /// sled itself; its background flusher is off so that the writer is the only flusher.
@@ -184,87 +203,107 @@ impl Db {
     }
 
     /// Applies one conditional write and returns the new version (0 after a delete, the
-    /// version for a check). Only the writer thread calls this, so nothing changes the key
-    /// between the check and the write.
+    /// version for a check), as a commit of one.
     pub fn apply(&self, write: &Write) -> Result<u64, Error> {
-        let (tree, version) = self.checked(0, write)?;
-        match (&write.change, tree) {
-            (Change::Put(value), tree) => {
-                // A namespace is created by its first write, never by a refused one.
-                let tree = match tree {
-                    Some(tree) => tree,
-                    None => self.tree_for_write(&write.namespace)?,
-                };
-                tree.insert(&write.key, Record::encode(version, value))?;
-            }
-            (Change::Delete, Some(tree)) => {
-                tree.remove(&write.key)?;
-            }
-            _ => {}
-        }
-        Ok(version)
+        Ok(self.commit(std::slice::from_ref(write))?[0])
     }
 
-    /// Applies `writes` all or nothing and returns each one's version (as [`Db::apply`]).
-    /// Every version is checked before anything is written; the writes then go to sled as one
-    /// batch (one tree) or one transaction (several), which sled seals in its log as a unit,
-    /// so a crash or power loss never leaves part of a commit. Only the writer thread calls
-    /// this, so the versions read cannot change before the write.
+    /// Applies `writes` all or nothing and returns each one's version (as [`Db::apply`]): a
+    /// group of one commit.
     pub fn commit(&self, writes: &[Write]) -> Result<Vec<u64>, Error> {
-        if let [write] = writes {
-            return Ok(vec![self.apply(write)?]);
-        }
+        let mut group = Group::default();
+        let versions = self.stage(&mut group, writes)?;
+        self.apply_group(group)?;
+        Ok(versions)
+    }
+
+    /// Checks `writes` against the store as `group` leaves it (the stored versions, changed
+    /// by the commits staged before) and, if every version matches, stages them into `group`
+    /// and returns each one's version; otherwise stages nothing. Nothing reaches sled before
+    /// [`Db::apply_group`]. Only the writer thread calls this, so the stored versions cannot
+    /// change in between.
+    pub fn stage(&self, group: &mut Group, writes: &[Write]) -> Result<Vec<u64>, Error> {
         let mut versions = Vec::with_capacity(writes.len());
-        // (tree index, write index, new version) of every write that changes something.
-        let mut trees: Vec<sled::Tree> = Vec::new();
-        let mut changes = Vec::with_capacity(writes.len());
-        let mut checked = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
-            let (tree, version) = self.checked(index, write)?;
-            versions.push(version);
-            checked.push(tree);
+            let staged = group
+                .staged
+                .get(write.namespace.as_str())
+                .and_then(|keys| keys.get(write.key.as_str()));
+            let current = match staged {
+                Some(version) => *version,
+                None => self.stored_version(write)?,
+            };
+            if write.expected_version != current {
+                return Err(Error::VersionConflict {
+                    index,
+                    namespace: write.namespace.clone(),
+                    key: write.key.clone(),
+                    expected: write.expected_version,
+                    current,
+                });
+            }
+            versions.push(match write.change {
+                Change::Put(_) => current + 1,
+                Change::Delete => 0,
+                Change::Check => current,
+            });
         }
         // Every version matched: only now may a Put create its namespace.
-        for (index, (write, tree)) in writes.iter().zip(checked).enumerate() {
-            let version = versions[index];
-            let tree = match (&write.change, tree) {
-                (Change::Check, _) | (Change::Delete, None) => None,
-                (Change::Put(_), None) => Some(self.tree_for_write(&write.namespace)?),
-                (_, tree) => tree,
+        for (write, &version) in writes.iter().zip(&versions) {
+            let value = match &write.change {
+                Change::Check => continue,
+                Change::Put(value) => Some(sled::IVec::from(Record::encode(version, value))),
+                Change::Delete => None,
             };
-            if let Some(tree) = tree {
-                let slot = match trees.iter().position(|t| t.name() == tree.name()) {
-                    Some(slot) => slot,
-                    None => {
-                        trees.push(tree);
-                        trees.len() - 1
-                    }
-                };
-                changes.push((slot, index, version));
-            }
-        }
-        let record = |index: usize, version: u64| match &writes[index].change {
-            Change::Put(value) => Some(Record::encode(version, value)),
-            Change::Delete | Change::Check => None,
-        };
-        if let [tree] = trees.as_slice() {
-            let mut batch = sled::Batch::default();
-            for &(_, index, version) in &changes {
-                match record(index, version) {
-                    Some(bytes) => batch.insert(writes[index].key.as_bytes(), bytes),
-                    None => batch.remove(writes[index].key.as_bytes()),
+            let tree = match (&write.change, self.existing_tree(&write.namespace)) {
+                (_, Some(tree)) => tree,
+                (Change::Put(_), None) => self.tree_for_write(&write.namespace)?,
+                // Deleting in a namespace that does not exist changes nothing.
+                _ => continue,
+            };
+            let slot = match group.trees.iter().position(|t| t.name() == tree.name()) {
+                Some(slot) => slot,
+                None => {
+                    group.trees.push(tree);
+                    group.trees.len() - 1
                 }
+            };
+            group
+                .changes
+                .push((slot, sled::IVec::from(write.key.as_bytes()), value));
+            group
+                .staged
+                .entry(write.namespace.clone())
+                .or_default()
+                .insert(write.key.clone(), version);
+        }
+        Ok(versions)
+    }
+
+    /// Writes everything `group` staged to sled as one unit: a batch when it touches one tree,
+    /// a transaction when several. sled seals either in its log as a whole, so no crash or
+    /// power loss ever shows part of it, and one unit per group keeps sled's per-batch cost
+    /// (it rolls its log buffer for each) to one per flush rather than one per commit.
+    pub fn apply_group(&self, group: Group) -> Result<(), Error> {
+        let Group { trees, changes, .. } = group;
+        match trees.as_slice() {
+            [] => Ok(()),
+            [tree] => {
+                let mut batch = sled::Batch::default();
+                for (_, key, value) in changes {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                Ok(tree.apply_batch(batch)?)
             }
-            tree.apply_batch(batch)?;
-        } else if !trees.is_empty() {
-            trees
-                .as_slice()
+            trees => trees
                 .transaction(|views| {
-                    for &(slot, index, version) in &changes {
-                        let key = writes[index].key.as_bytes();
-                        match record(index, version) {
-                            Some(bytes) => views[slot].insert(key, bytes)?,
-                            None => views[slot].remove(key)?,
+                    for (slot, key, value) in &changes {
+                        match value {
+                            Some(value) => views[*slot].insert(key.clone(), value.clone())?,
+                            None => views[*slot].remove(key.clone())?,
                         };
                     }
                     Ok::<_, ConflictableTransactionError<()>>(())
@@ -274,38 +313,19 @@ impl Db {
                     TransactionError::Abort(()) => {
                         Error::Storage(sled::Error::ReportableBug("commit aborted".into()))
                     }
-                })?;
+                }),
         }
-        Ok(versions)
     }
 
-    /// Checks `write` (the `index`th of its commit) against the stored version, and returns
-    /// the namespace's tree (`None`: it does not exist yet) and the version the key will have.
-    /// Creates nothing: a refused write must leave no namespace behind.
-    fn checked(&self, index: usize, write: &Write) -> Result<(Option<sled::Tree>, u64), Error> {
-        let tree = self.existing_tree(&write.namespace);
-        let current = match &tree {
-            Some(tree) => match tree.get(&write.key)? {
-                Some(bytes) => Record::decode(&bytes)?.version,
-                None => 0,
-            },
+    /// The version `write`'s key is at in sled (0: absent).
+    fn stored_version(&self, write: &Write) -> Result<u64, Error> {
+        let Some(tree) = self.existing_tree(&write.namespace) else {
+            return Ok(0);
+        };
+        Ok(match tree.get(&write.key)? {
+            Some(bytes) => Record::decode(&bytes)?.version,
             None => 0,
-        };
-        if write.expected_version != current {
-            return Err(Error::VersionConflict {
-                index,
-                namespace: write.namespace.clone(),
-                key: write.key.clone(),
-                expected: write.expected_version,
-                current,
-            });
-        }
-        let version = match write.change {
-            Change::Put(_) => current + 1,
-            Change::Delete => 0,
-            Change::Check => current,
-        };
-        Ok((tree, version))
+        })
     }
 
     /// Makes every applied write durable: sled's flush writes its log, then the data
@@ -510,6 +530,43 @@ mod tests {
         assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"a");
         assert_eq!(db.get("events", "e").unwrap(), None);
         assert_eq!(db.get("ns", "new").unwrap(), None);
+    }
+
+    #[test]
+    fn commits_staged_in_one_group_see_each_other_and_a_refused_one_stages_nothing() {
+        let (_dir, db) = open();
+        let mut group = Group::default();
+        assert_eq!(db.stage(&mut group, &[put("k", "a", 0)]).unwrap(), [1]);
+        assert_eq!(
+            db.stage(
+                &mut group,
+                &[put("k", "b", 1), in_ns("ev", put("e1", "x", 0))]
+            )
+            .unwrap(),
+            [2, 1]
+        );
+        let stale = [in_ns("ev", put("e2", "y", 0)), put("k", "c", 1)];
+        assert!(matches!(
+            db.stage(&mut group, &stale),
+            Err(Error::VersionConflict {
+                index: 1,
+                current: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            db.get("ns", "k").unwrap(),
+            None,
+            "nothing reaches sled before apply"
+        );
+        db.apply_group(group).unwrap();
+        assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"b");
+        assert_eq!(db.get("ev", "e1").unwrap().unwrap().version, 1);
+        assert_eq!(
+            db.get("ev", "e2").unwrap(),
+            None,
+            "the refused commit staged nothing"
+        );
     }
 
     #[test]

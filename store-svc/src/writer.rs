@@ -1,5 +1,5 @@
-//! Group commit: one thread applies queued writes in batches, flushes once per batch, then
-//! answers the whole batch.
+//! Group commit: one thread checks queued commits in batches, writes each batch to sled as one
+//! unit, flushes and fsyncs once per batch, then answers the whole batch.
 //!
 //! This is seed 004's `Todo.Database` with its two problems fixed: the queue in front of it is
 //! bounded (a full queue refuses at once instead of growing until the VM dies), and a request
@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
-    db::{Db, Write},
+    db::{Db, Group, Write},
     error::{Error, QUEUE_FULL_RETRY},
     kit::{claim::Claim, deadline::Deadline},
 };
@@ -172,6 +172,9 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
         let now = Instant::now();
         let mut applied = 0u64;
         let mut commits = 0u64;
+        // Every commit of the batch is checked and staged, then all are written to sled as one
+        // unit, flushed and fsynced once, and only then answered.
+        let mut group = Group::default();
         for queued in batch.drain(..) {
             if !queued.claim.start() {
                 continue; // Abandoned: its caller was already told DEADLINE_EXCEEDED.
@@ -180,7 +183,7 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
                 stats.expired.fetch_add(1, Ordering::Relaxed);
                 Err(Error::DeadlineExceeded)
             } else {
-                let result = db.commit(&queued.writes);
+                let result = db.stage(&mut group, &queued.writes);
                 if result.is_ok() {
                     applied += queued.writes.len() as u64;
                     commits += u64::from(queued.writes.len() > 1);
@@ -189,10 +192,13 @@ fn run(db: &Db, mut rx: mpsc::Receiver<Queued>, max_batch: usize, stats: &Writer
             };
             answers.push((queued.reply, result));
         }
-        if applied > 0
-            && let Err(error) = db.flush()
-        {
-            tracing::error!(%error, "flush failed; failing the batch");
+        let written = if group.is_empty() {
+            Ok(())
+        } else {
+            db.apply_group(group).and_then(|()| db.flush())
+        };
+        if let Err(error) = written {
+            tracing::error!(%error, "writing or flushing a batch failed; failing the batch");
             let message = error.to_string();
             for (_, result) in &mut answers {
                 if result.is_ok() {
