@@ -39,13 +39,20 @@ impl Record {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let (version, value) = Self::split(bytes)?;
+        Ok(Self {
+            version,
+            value: value.to_vec(),
+        })
+    }
+
+    /// The version and the value of stored `bytes`, borrowed: checking a version copies no
+    /// value.
+    fn split(bytes: &[u8]) -> Result<(u64, &[u8]), Error> {
         let (version, value) = bytes
             .split_first_chunk::<8>()
             .ok_or_else(|| Error::Storage(sled::Error::Corruption { at: None, bt: () }))?;
-        Ok(Self {
-            version: u64::from_be_bytes(*version),
-            value: value.to_vec(),
-        })
+        Ok((u64::from_be_bytes(*version), value))
     }
 }
 
@@ -323,7 +330,7 @@ impl Db {
             return Ok(0);
         };
         Ok(match tree.get(&write.key)? {
-            Some(bytes) => Record::decode(&bytes)?.version,
+            Some(bytes) => Record::split(&bytes)?.0,
             None => 0,
         })
     }
