@@ -44,13 +44,14 @@ pub struct SessionAddItem {
     /// its 500-line cap however long the run.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub skus: u32,
-    /// session-svc `--log-limit` (events kept per cart); its default when not set. Every
-    /// AddItem logs an event, so this sets how large the cart Put to store-svc grows.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// session-svc `--log-limit` (latest events a cart shows and keeps in its record); its
+    /// default (20) when not set. Every AddItem logs an event, so this sets how large the cart
+    /// record committed to store-svc grows; redis_cart keeps the same number.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub log_limit: Option<u32>,
-    /// Send AddItems without a request_id (figures before they had one). By default each
-    /// carries a unique one, as the README tells clients to; session-svc then keeps each
-    /// remembered id's reply in the cart's record (16 by default).
+    /// Send AddItems without a request_id. By default each carries a unique one, as the
+    /// README tells clients to; session-svc then remembers the latest 64 ids (id, RPC and a
+    /// fingerprint, no replies) in the cart's record.
     #[arg(long)]
     pub no_request_ids: bool,
 }
@@ -302,14 +303,14 @@ fn print_header(args: &SessionAddItem, cart_bytes: usize, redis_cart_bytes: Opti
         "- each run: fresh servers, a store-svc (defaults: group commit) and session-svc \
          ({session_flags}; unbatched adds `{UNBATCHED}`); each client starts its own session \
          before the warm-up, then loops AddItem of quantity 1 over {} rotating skus (the same \
-         sku adds up), {request_ids}; every OK means the cart was written to store-svc and \
-         flushed",
+         sku adds up), {request_ids}; every OK means the cart and its new event were committed \
+         to store-svc, flushed and fsynced",
         args.skus
     );
     println!(
         "- a cart is {cart_bytes} bytes once its event log is full (after {} AddItems over {} \
-         skus): about what session-svc writes per AddItem in steady state, plus, with request \
-         ids, the replies it remembers",
+         skus): what session-svc commits per AddItem in steady state, with the remembered \
+         request ids (about 40 bytes each) and one event record",
         calibration_adds(args),
         args.skus
     );
@@ -317,9 +318,10 @@ fn print_header(args: &SessionAddItem, cart_bytes: usize, redis_cart_bytes: Opti
         Some(redis_bytes) => println!(
             "- redis_cart: a `redis-server {}` on loopback (an OK means the AOF was fsynced; no \
              RDB, no AOF rewrite during a run) and `redis_cart` (the same log limit), one Lua \
-             script per AddItem that dedups the request id, edits the cart (one JSON document) \
-             and writes it back; it remembers request ids only, not replies (a retry gets the \
-             current cart); after the same AddItems its reply is {redis_bytes} bytes",
+             script per AddItem that dedups the request id, edits the cart (one JSON document), \
+             writes it back and appends the event to the cart's history list (trimmed to \
+             10,000); it remembers request ids only, like session-svc (a retry gets the current \
+             cart); after the same AddItems its reply is {redis_bytes} bytes",
             DURABLE_FLAGS
                 .iter()
                 .map(|flag| if flag.is_empty() { "''" } else { flag })
