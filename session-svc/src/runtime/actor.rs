@@ -143,6 +143,11 @@ fn seen(recent: &VecDeque<RecentRequest>, rpc: &str, request: &RequestId) -> Res
     let Some(earlier) = recent.iter().find(|r| r.request_id == request.id) else {
         return Ok(Seen::New);
     };
+    if earlier.rpc.is_empty() {
+        // Remembered by a session-svc from before fingerprints (it stored the reply instead):
+        // what it was sent with is unknown, so the id alone says it is a retry.
+        return Ok(Seen::Retry(earlier.outcome));
+    }
     if earlier.rpc != rpc {
         return Err(Error::invalid(
             "request_id",
@@ -586,6 +591,16 @@ mod tests {
         assert!(matches!(
             seen(&recent, "add_item", &id("r-2", 7)),
             Ok(Seen::New)
+        ));
+        let before_fingerprints: VecDeque<RecentRequest> = vec![RecentRequest {
+            rpc: String::new(),
+            fingerprint: 0,
+            ..request("old", 5)
+        }]
+        .into();
+        assert!(matches!(
+            seen(&before_fingerprints, "checkout", &id("old", 9)),
+            Ok(Seen::Retry(_))
         ));
         for (rpc, fingerprint) in [("checkout", 7), ("add_item", 8)] {
             match seen(&recent, rpc, &id("r-1", fingerprint)) {
