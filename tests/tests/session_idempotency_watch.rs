@@ -33,7 +33,7 @@ async fn next(watch: &mut Streaming<Session>) -> Option<Session> {
 }
 
 #[tokio::test]
-async fn a_retried_request_id_is_applied_once_and_answered_with_the_first_reply() {
+async fn a_retried_request_id_is_applied_once_and_answered_with_the_current_state() {
     let stack = spawn_session_stack(SessionOptions::new()).await;
     let mut cart = stack.session.cart().await;
     let key = "retried";
@@ -50,7 +50,10 @@ async fn a_retried_request_id_is_applied_once_and_answered_with_the_first_reply(
         .unwrap()
         .into_inner();
 
-    assert_eq!(retry, first, "the retry gets the first reply");
+    assert_eq!(
+        retry, first,
+        "nothing changed since, so the current state is the first reply"
+    );
     assert_eq!(quantity_of(&first, "A"), 2);
     assert_eq!(get_session(&mut cart, key).await.unwrap(), first);
     // A new id is a new request.

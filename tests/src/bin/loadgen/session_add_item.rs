@@ -241,7 +241,7 @@ async fn drive(
 }
 
 /// The encoded size of a session-svc cart after [`calibration_adds`]: about what session-svc
-/// writes per AddItem once a cart's log is full (without remembered replies).
+/// writes per AddItem once a cart's log is full (without its remembered request ids).
 async fn session_svc_cart_bytes(args: &SessionAddItem) -> anyhow::Result<usize> {
     let store = StoreProcess::spawn(StoreOptions::new())
         .await
