@@ -132,16 +132,13 @@ impl SessionServer {
                 todos.begin_drain();
             }
         };
-        let served = kit::grpc::serve(
-            routes,
-            listener,
-            deadline,
-            health,
-            &SERVICE_NAMES,
-            drain,
-            config.grace_period,
-        )
-        .await;
+        let options = kit::grpc::ServeOptions {
+            service_names: &SERVICE_NAMES,
+            default_deadline: deadline,
+            grace: config.grace_period,
+            tls: None,
+        };
+        let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         carts.close();
         todos.close();
         served?;

@@ -122,16 +122,13 @@ impl StoreServer {
 
         tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "store-svc serving");
         let grace = config.grace_period;
-        let served = kit::grpc::serve(
-            routes,
-            listener,
-            config.default_deadline,
-            health,
-            &[SERVICE_NAME],
-            shutdown,
+        let options = kit::grpc::ServeOptions {
+            service_names: &[SERVICE_NAME],
+            default_deadline: config.default_deadline,
             grace,
-        )
-        .await;
+            tls: None,
+        };
+        let served = kit::grpc::serve(routes, listener, health, &options, shutdown).await;
         // The router (and with it every queue sender) is gone: the writer drains and flushes.
         if tokio::time::timeout(grace, writer_thread.join())
             .await

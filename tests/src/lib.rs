@@ -36,6 +36,7 @@ pub mod ledger;
 pub mod load;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod raw_bytes;
 pub mod raw_channel;
 pub mod session;

@@ -5,7 +5,7 @@ use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{
     service::Routes,
-    transport::{Server, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
@@ -38,28 +38,40 @@ pub fn base_routes(
     Ok((routes, reporter))
 }
 
+/// How a server is exposed: its names, deadlines, drain, and transport security.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// The services it runs (health turns them all NOT_SERVING on drain).
+    pub service_names: &'static [&'static str],
+    /// Deadline of requests that carry no `grpc-timeout`.
+    pub default_deadline: Duration,
+    /// How long the drain may take from the shutdown signal.
+    pub grace: Duration,
+    /// TLS on the port (`None`: plaintext).
+    pub tls: Option<ServerTlsConfig>,
+}
+
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains: health turns
 /// NOT_SERVING (for every service, `""` included), the listener closes, in-flight requests
 /// finish. Whatever is still open `grace` after the signal is cut off.
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
-    default_deadline: Duration,
     health: HealthReporter,
-    service_names: &[&str],
+    options: &ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
-    grace: Duration,
 ) -> Result<(), tonic::transport::Error> {
+    let grace = options.grace;
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let names: Vec<String> = service_names.iter().map(|s| s.to_string()).collect();
+    let names = options.service_names;
     let signal = async move {
         shutdown.await;
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
-        for name in &names {
+        for name in names {
             health
-                .set_service_status(name, ServingStatus::NotServing)
+                .set_service_status(*name, ServingStatus::NotServing)
                 .await;
         }
         tracing::info!(grace = ?grace, "draining: health NOT_SERVING, listener closed");
@@ -70,10 +82,14 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(DeadlineLayer::new(default_deadline))
+        .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
