@@ -9,6 +9,7 @@ pub mod claim;
 pub mod cli;
 pub mod deadline;
 pub mod duration;
+pub mod echo;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;
