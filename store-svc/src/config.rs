@@ -3,8 +3,13 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
+use tonic::transport::ServerTlsConfig;
 
-use crate::kit::{duration, telemetry::LogFormat};
+use crate::kit::{
+    duration,
+    telemetry::LogFormat,
+    tls::{self, TlsError},
+};
 
 /// Versioned key/value over gRPC on sled: durable before it answers.
 #[derive(Debug, Clone, Parser)]
@@ -53,6 +58,20 @@ pub struct Config {
     /// Log line format on stderr.
     #[arg(long, env = "STORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Certificate chain (PEM) the gRPC port presents; with `--tls-key` the port speaks TLS
+    /// only. Off: plaintext.
+    #[arg(long, env = "STORE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "STORE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that must have signed every client's certificate (mutual TLS);
+    /// needs `--tls-cert` and `--tls-key`. Off: any client that can connect is served.
+    #[arg(long, env = "STORE_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -61,6 +80,18 @@ impl Config {
         let mut config = Self::parse_from(["store-svc"]);
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The TLS configuration of the gRPC port, every file read and checked; `None` when the
+    /// port is plaintext. (clap has already refused a certificate without its key, or a client
+    /// CA without both.)
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                tls::server_config(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -76,6 +107,38 @@ mod tests {
         assert_eq!(config.default_deadline, Duration::from_secs(5));
         assert_eq!(config.max_value_bytes, 1024 * 1024);
         assert_eq!(config.metrics_listen, None);
+        assert_eq!(config.tls_cert, None);
+        assert!(config.server_tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_flags_must_come_in_the_documented_combinations() {
+        let refused = [
+            vec!["--tls-cert", "c.pem"],
+            vec!["--tls-key", "k.pem"],
+            vec!["--tls-client-ca", "ca.pem"],
+            vec!["--tls-cert", "c.pem", "--tls-client-ca", "ca.pem"],
+        ];
+        for flags in refused {
+            let args = std::iter::once("store-svc").chain(flags.iter().copied());
+            let error = Config::try_parse_from(args).unwrap_err().to_string();
+            assert!(error.contains("--tls-"), "{flags:?}: {error}");
+        }
+        let accepted = [
+            vec!["--tls-cert", "c.pem", "--tls-key", "k.pem"],
+            vec![
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+                "--tls-client-ca",
+                "ca.pem",
+            ],
+        ];
+        for flags in accepted {
+            let args = std::iter::once("store-svc").chain(flags.iter().copied());
+            assert!(Config::try_parse_from(args).is_ok(), "{flags:?}");
+        }
     }
 
     #[test]

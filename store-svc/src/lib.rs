@@ -36,6 +36,7 @@ use std::{future::Future, sync::Arc};
 
 use proto::store::v1::store_service_server::StoreServiceServer;
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
 
 pub use crate::config::Config;
 use crate::{
@@ -61,13 +62,18 @@ pub struct StoreServer {
     writer: Writer,
     /// Joined after the drain, for the final flush.
     writer_thread: WriterThread,
+    /// TLS on the gRPC port, checked at open (`None`: plaintext).
+    tls: Option<ServerTlsConfig>,
 }
 
 impl StoreServer {
-    /// Opens the database in `config.data_dir` and starts the writer. Fails with a message
-    /// naming the directory when sled cannot open it (missing permissions, held by another
-    /// store-svc).
+    /// Reads the TLS files, opens the database in `config.data_dir` and starts the writer.
+    /// Fails with a message naming the file when a TLS file is missing or malformed (the
+    /// error is then a [`kit::tls::TlsError`]), and naming the directory when sled cannot open
+    /// it (missing permissions, held by another store-svc).
     pub fn open(config: Config) -> anyhow::Result<Self> {
+        // Before the database: a bad certificate must not even take sled's lock.
+        let tls = config.server_tls()?;
         let db = Db::open(&config.data_dir, config.max_namespaces as usize).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the database in {}: {e}",
@@ -85,6 +91,7 @@ impl StoreServer {
             db,
             writer,
             writer_thread,
+            tls,
         })
     }
 
@@ -100,6 +107,7 @@ impl StoreServer {
             db,
             writer,
             writer_thread,
+            tls,
         } = self;
         let max_value = config.max_value_bytes as usize;
         let api = StoreApi::new(db, writer.clone(), max_value, config.default_deadline);
@@ -120,13 +128,22 @@ impl StoreServer {
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
         drop(writer);
 
-        tracing::info!(addr = %listener.local_addr()?, data_dir = %config.data_dir.display(), "store-svc serving");
+        let addr = listener.local_addr()?;
+        if kit::tls::open_to_anyone(addr, config.tls_client_ca.is_some()) {
+            tracing::warn!(
+                %addr,
+                "listening beyond loopback without --tls-client-ca: any client that can reach \
+                 this port can read and write every record; require client certificates \
+                 (--tls-client-ca) or restrict who can connect"
+            );
+        }
+        tracing::info!(%addr, tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), data_dir = %config.data_dir.display(), "store-svc serving");
         let grace = config.grace_period;
         let options = kit::grpc::ServeOptions {
             service_names: &[SERVICE_NAME],
             default_deadline: config.default_deadline,
             grace,
-            tls: None,
+            tls,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, shutdown).await;
         // The router (and with it every queue sender) is gone: the writer drains and flushes.

@@ -15,6 +15,11 @@ async fn main() -> ExitCode {
     let listen = config.listen;
     let server = match StoreServer::open(config) {
         Ok(server) => server,
+        // A TLS file that cannot be used is a bad setting, like any other bad value.
+        Err(error) if error.is::<kit::tls::TlsError>() => {
+            tracing::error!("TLS settings (--tls-cert, --tls-key, --tls-client-ca): {error:#}");
+            return ExitCode::from(cli::EX_USAGE);
+        }
         Err(error) => return cli::exit_code(Err(error)),
     };
     let (listener, shutdown) = match cli::bind_and_announce(listen).await {
