@@ -1,9 +1,14 @@
 //! session-svc's settings: every one a flag and an environment variable, read once at start.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use store_svc::kit::{duration, telemetry::LogFormat};
+use store_svc::kit::{
+    duration,
+    telemetry::LogFormat,
+    tls::{self, TlsError},
+};
+use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 
 use crate::{
     domain::discount::DEFAULT_CATALOG,
@@ -18,7 +23,8 @@ pub struct Config {
     #[arg(long, env = "SESSION_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Where store-svc listens.
+    /// Where store-svc listens: `http://HOST:PORT`, or `https://HOST:PORT` with
+    /// `--store-tls-ca` (the store's certificate must then name HOST).
     #[arg(
         long,
         env = "SESSION_STORE_ADDR",
@@ -114,9 +120,69 @@ pub struct Config {
     /// How long a SIGTERM may take: drain requests and mailboxes, exit.
     #[arg(long, env = "SESSION_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
     pub grace_period: Duration,
+
+    /// Certificate chain (PEM) session-svc's own gRPC port presents; with `--tls-key` the port
+    /// speaks TLS only. Off: plaintext.
+    #[arg(long, env = "SESSION_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SESSION_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificate (PEM) that store-svc's certificate must be signed by; needed by, and
+    /// only allowed with, an `https://` `--store-addr`.
+    #[arg(long, env = "SESSION_STORE_TLS_CA")]
+    pub store_tls_ca: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) presented to store-svc (mutual TLS); needs
+    /// `--store-tls-key` and `--store-tls-ca`.
+    #[arg(long, env = "SESSION_STORE_TLS_CERT", requires_all = ["store_tls_key", "store_tls_ca"])]
+    pub store_tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--store-tls-cert`.
+    #[arg(long, env = "SESSION_STORE_TLS_KEY", requires = "store_tls_cert")]
+    pub store_tls_key: Option<PathBuf>,
 }
 
 impl Config {
+    /// The TLS configuration of session-svc's own port, every file read and checked; `None`
+    /// when the port is plaintext.
+    pub fn server_tls(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => tls::server_config(cert, key, None).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The TLS configuration towards store-svc, every file read and checked; `None` for an
+    /// `http://` store. The scheme of `--store-addr` and the `--store-tls-*` flags must agree:
+    /// TLS settings that would silently go unused, or an `https://` address with no CA to
+    /// check the store against, are refused with a message naming the flags.
+    pub fn store_tls(&self) -> Result<Option<ClientTlsConfig>, String> {
+        let https = self.store_addr.starts_with("https://");
+        let identity = self
+            .store_tls_cert
+            .as_deref()
+            .zip(self.store_tls_key.as_deref());
+        match &self.store_tls_ca {
+            None if https => Err(format!(
+                "--store-addr {} uses https:// but --store-tls-ca / SESSION_STORE_TLS_CA is not \
+                 set: name the CA that signed store-svc's certificate",
+                self.store_addr
+            )),
+            None => Ok(None),
+            Some(_) if !https => Err(format!(
+                "--store-tls-ca / SESSION_STORE_TLS_CA (and --store-tls-cert, --store-tls-key) \
+                 need an https:// --store-addr, not {}",
+                self.store_addr
+            )),
+            Some(ca) => tls::client_config(ca, identity)
+                .map(Some)
+                .map_err(|e| format!("--store-tls-ca / --store-tls-cert / --store-tls-key: {e}")),
+        }
+    }
+
     /// How writes to store-svc are batched; `None` when every write is its own call.
     pub fn store_batching(&self) -> Option<BatchSettings> {
         (self.store_batch_writes > 1).then_some(BatchSettings {
@@ -158,6 +224,42 @@ mod tests {
         let unbatched =
             Config::try_parse_from(["session-svc", "--store-batch-writes", "1"]).unwrap();
         assert_eq!(unbatched.store_batching(), None);
+        assert!(config.server_tls().unwrap().is_none());
+        assert!(config.store_tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn tls_flags_must_come_in_the_documented_combinations() {
+        let refused_by_clap = [
+            vec!["--tls-cert", "c.pem"],
+            vec!["--tls-key", "k.pem"],
+            vec!["--store-tls-cert", "c.pem", "--store-tls-key", "k.pem"],
+            vec!["--store-tls-cert", "c.pem", "--store-tls-ca", "ca.pem"],
+            vec!["--store-tls-key", "k.pem", "--store-tls-ca", "ca.pem"],
+        ];
+        for flags in refused_by_clap {
+            let args = std::iter::once("session-svc").chain(flags.iter().copied());
+            let error = Config::try_parse_from(args).unwrap_err().to_string();
+            assert!(error.contains("tls-"), "{flags:?}: {error}");
+        }
+        let https_without_ca =
+            Config::try_parse_from(["session-svc", "--store-addr", "https://store:50052"]).unwrap();
+        let error = https_without_ca.store_tls().unwrap_err();
+        assert!(error.contains("--store-tls-ca"), "{error}");
+        let ca_with_http =
+            Config::try_parse_from(["session-svc", "--store-tls-ca", "ca.pem"]).unwrap();
+        let error = ca_with_http.store_tls().unwrap_err();
+        assert!(error.contains("https://"), "{error}");
+        let missing_ca = Config::try_parse_from([
+            "session-svc",
+            "--store-addr",
+            "https://store:50052",
+            "--store-tls-ca",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap();
+        let error = missing_ca.store_tls().unwrap_err();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
     }
 
     #[test]

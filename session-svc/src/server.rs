@@ -8,6 +8,7 @@ use proto::session::v1::{
 };
 use store_svc::kit;
 use tokio::net::TcpListener;
+use tonic::transport::ServerTlsConfig;
 
 use crate::{
     admin::{AdminApi, AdminAuth},
@@ -38,19 +39,29 @@ pub struct SessionServer {
     todos: Kind<TodoEntity>,
     /// What the store write batcher has sent (`None`: writes are not batched).
     store_batches: Option<Arc<BatchStats>>,
+    /// TLS on the public port, checked at start-up (`None`: plaintext).
+    tls: Option<ServerTlsConfig>,
 }
 
 impl SessionServer {
-    /// Builds the runtime from `config`. Fails with a message naming the bad setting.
+    /// Builds the runtime from `config`, TLS files read and checked. Fails with a message
+    /// naming the bad setting.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let catalog = Catalog::parse(&config.discounts)
             .map_err(|e| anyhow::anyhow!("--discounts / SESSION_DISCOUNTS: {e}"))?;
-        let store = Store::connect_lazy(&config.store_addr, config.store_batching())
+        let tls = config
+            .server_tls()
+            .map_err(|e| anyhow::anyhow!("--tls-cert / --tls-key: {e}"))?;
+        let store_tls = config.store_tls().map_err(anyhow::Error::msg)?;
+        let store = Store::connect_lazy(&config.store_addr, store_tls, config.store_batching())
             .map_err(|e| anyhow::anyhow!("--store-addr / SESSION_STORE_ADDR: {e}"))?;
-        Ok(Self::with_store(config, catalog, store))
+        let mut server = Self::with_store(config, catalog, store);
+        server.tls = tls;
+        Ok(server)
     }
 
-    /// Builds the runtime over a given store (the in-memory one in benchmarks).
+    /// Builds the runtime over a given store (the in-memory one in benchmarks). Its own port
+    /// is plaintext: TLS is read from the configuration by [`SessionServer::new`].
     pub fn with_store(config: Config, catalog: Catalog, store: Store) -> Self {
         let actors = Actors::new(config.max_actors as usize);
         let store_batches = store.batch_stats();
@@ -76,6 +87,7 @@ impl SessionServer {
             carts,
             todos,
             store_batches,
+            tls: None,
         }
     }
 
@@ -97,6 +109,7 @@ impl SessionServer {
             carts,
             todos,
             store_batches,
+            tls,
         } = self;
         let deadline = config.default_deadline;
         let (routes, health) =
@@ -123,7 +136,7 @@ impl SessionServer {
         let render = Arc::new(SessionMetrics::new(actors.clone(), store_batches));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
 
-        tracing::info!(addr = %listener.local_addr()?, store = %config.store_addr, "session-svc serving");
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
         let drain = {
             let (carts, todos) = (carts.clone(), todos.clone());
             async move {
@@ -136,7 +149,7 @@ impl SessionServer {
             service_names: &SERVICE_NAMES,
             default_deadline: deadline,
             grace: config.grace_period,
-            tls: None,
+            tls,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         carts.close();

@@ -17,7 +17,7 @@ use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use tonic::{
     Code, Request,
     metadata::MetadataValue,
-    transport::{Channel, Endpoint},
+    transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
 use super::batcher::{
@@ -56,15 +56,24 @@ pub struct Stored {
 }
 
 impl Store {
-    /// A client of the store at `addr` (`http://host:port`). Connects on first use. Writes are
-    /// batched with `batching`, or sent one call each when it is `None`.
-    pub fn connect_lazy(addr: &str, batching: Option<BatchSettings>) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(addr.to_string())
+    /// A client of the store at `addr` (`http://host:port`, or `https://host:port` with `tls`,
+    /// whose server name is `host`). Connects on first use. Writes are batched with
+    /// `batching`, or sent one call each when it is `None`.
+    pub fn connect_lazy(
+        addr: &str,
+        tls: Option<ClientTlsConfig>,
+        batching: Option<BatchSettings>,
+    ) -> Result<Self, String> {
+        let mut endpoint = Endpoint::from_shared(addr.to_string())
             .map_err(|e| format!("bad store address {addr:?}: {e}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
+        if let Some(tls) = tls {
+            endpoint =
+                store_svc::kit::tls::apply_client(endpoint, tls).map_err(|e| e.to_string())?;
+        }
         let client = StoreServiceClient::new(endpoint.connect_lazy());
         let batcher = batching.map(|settings| Batcher::spawn(client.clone(), settings));
         Ok(Self {
