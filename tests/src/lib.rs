@@ -28,6 +28,8 @@
 //! - `proxy`: [`DelayProxy`], a TCP proxy that delays every chunk: a slow store on demand.
 //! - `lazyfs`: [`lazyfs::LazyFs`], a LazyFS mount whose unsynced bytes a test can drop: a
 //!   simulated power loss, which catches a missing fsync that SIGKILL alone cannot.
+//! - `tls`: [`tls::DevCerts`], a development CA and the services' certificates (what the
+//!   `devcerts` binary writes), and [`tls::tls_channel`], a client connection over (m)TLS.
 
 pub mod cart_writers;
 pub mod grpcurl;
@@ -44,6 +46,7 @@ pub mod session_client;
 pub mod status;
 pub mod store;
 pub mod store_client;
+pub mod tls;
 pub mod writers;
 
 pub use ledger::KeyHistory;

@@ -161,6 +161,24 @@ impl SessionOptions {
         self.flag("--grace-period", period)
     }
 
+    /// Sets `--tls-cert` and `--tls-key`: session-svc's own port speaks TLS only.
+    pub fn tls(self, cert: &Path, key: &Path) -> Self {
+        self.flag("--tls-cert", cert.display())
+            .flag("--tls-key", key.display())
+    }
+
+    /// Sets `--store-tls-ca`, and with `identity` `--store-tls-cert` and `--store-tls-key`:
+    /// TLS (mutual with `identity`) towards a store at an `https://` endpoint.
+    pub fn store_tls(self, ca: &Path, identity: Option<(&Path, &Path)>) -> Self {
+        let options = self.flag("--store-tls-ca", ca.display());
+        match identity {
+            Some((cert, key)) => options
+                .flag("--store-tls-cert", cert.display())
+                .flag("--store-tls-key", key.display()),
+            None => options,
+        }
+    }
+
     /// The command line for `program` writing through to the store at `store_endpoint`.
     fn command(&self, program: &Path, store_endpoint: &str) -> ServiceCommand {
         let defaults = [

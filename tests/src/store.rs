@@ -83,6 +83,16 @@ impl StoreOptions {
         self
     }
 
+    /// Sets `--tls-cert` and `--tls-key`: the port speaks TLS only.
+    pub fn tls(self, cert: impl Into<OsString>, key: impl Into<OsString>) -> Self {
+        self.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key)
+    }
+
+    /// Sets `--tls-client-ca`: every client must present a certificate signed by this CA.
+    pub fn tls_client_ca(self, ca: impl Into<OsString>) -> Self {
+        self.arg("--tls-client-ca").arg(ca)
+    }
+
     /// Passes one more flag or value through unchanged.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.extra_args.push(arg.into());
