@@ -186,6 +186,28 @@ async fn session_svc_with_the_right_certificates_serves_carts_over_mutual_tls_to
     assert_eq!(lines.next(), Some("plaintext: StatusCode.UNAVAILABLE"));
 }
 
+#[tokio::test]
+async fn session_svc_with_a_certificate_from_another_ca_is_refused_by_the_store_and_says_unavailable()
+ {
+    let certs = DevCerts::temp();
+    let stranger = DevCerts::temp();
+    let (store_cert, store_key) = certs.store_identity();
+    let store = spawn_store_with(
+        StoreOptions::new()
+            .tls(&store_cert, &store_key)
+            .tls_client_ca(certs.ca()),
+    )
+    .await;
+    let (client_cert, client_key) = stranger.session_client_identity();
+    let options = SessionOptions::new().store_tls(&certs.ca(), Some((&client_cert, &client_key)));
+    let session = spawn_session(&format!("https://{}", store.addr()), options).await;
+    let mut cart = session.cart().await;
+    let status = start(&mut cart, "refused")
+        .await
+        .expect_err("StartSession succeeded although the store refused session-svc");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
 /// argv: target, CA file, GetSessionRequest as hex. Prints the Session as hex, then how a
 /// plaintext call to the same port ends.
 const PYTHON_GET_SESSION: &str = r#"

@@ -23,12 +23,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// The file cannot be read (missing, permissions).
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file named by the setting.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said (in the message, so not also a `source`).
+        error: std::io::Error,
     },
     /// The file is not PEM holding what the setting needs.
     #[error("{} holds no usable {what}: {reason}", path.display())]
@@ -145,9 +145,9 @@ fn certificates(path: &Path) -> Result<Certificate, TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })
 }
 
