@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
-use store_svc::kit::{duration, telemetry::LogFormat};
+use store_svc::kit::{conn::ConnectionLimits, duration, telemetry::LogFormat};
 
 use crate::{
     domain::discount::DEFAULT_CATALOG,
@@ -114,9 +114,41 @@ pub struct Config {
     /// How long a SIGTERM may take: drain requests and mailboxes, exit.
     #[arg(long, env = "SESSION_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
     pub grace_period: Duration,
+
+    /// Most client connections open at once (lowered to fit the open-file limit); beyond it
+    /// new connections wait, and connections that never sent a request are closed for room.
+    #[arg(long, env = "SESSION_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// HTTP/2 streams (calls in progress) one connection may have open at once.
+    #[arg(long, env = "SESSION_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_streams: u32,
+
+    /// A connection that starts no request this long after connecting is closed.
+    #[arg(long, env = "SESSION_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    pub first_request_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "SESSION_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
+    pub idle_connection_timeout: Duration,
+
+    /// How often an HTTP/2 ping checks a quiet client (closed if unanswered for 10 s).
+    #[arg(long, env = "SESSION_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration::parse)]
+    pub keepalive_interval: Duration,
 }
 
 impl Config {
+    /// The bounds on client connections these settings give.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections as usize,
+            first_request_timeout: self.first_request_timeout,
+            idle_timeout: self.idle_connection_timeout,
+        }
+    }
+
     /// How writes to store-svc are batched; `None` when every write is its own call.
     pub fn store_batching(&self) -> Option<BatchSettings> {
         (self.store_batch_writes > 1).then_some(BatchSettings {

@@ -137,6 +137,9 @@ impl SessionServer {
             default_deadline: deadline,
             grace: config.grace_period,
             tls: None,
+            limits: config.connection_limits(),
+            max_concurrent_streams: config.max_concurrent_streams,
+            keepalive_interval: config.keepalive_interval,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         carts.close();
