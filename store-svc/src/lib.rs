@@ -116,7 +116,11 @@ impl StoreServer {
             .await;
         let routes = routes.add_service(store);
 
-        let render = Arc::new(metrics::StoreMetrics::new(writer.gauge()));
+        let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
+        let render = Arc::new((
+            metrics::StoreMetrics::new(writer.gauge()),
+            connections.clone(),
+        ));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
         drop(writer);
 
@@ -127,7 +131,7 @@ impl StoreServer {
             default_deadline: config.default_deadline,
             grace,
             tls: None,
-            limits: config.connection_limits(),
+            connections,
             max_concurrent_streams: config.max_concurrent_streams,
             keepalive_interval: config.keepalive_interval,
         };

@@ -85,11 +85,13 @@ async fn all_closed(silent: Vec<TcpStream>) -> Duration {
 async fn silent_connections_past_the_fd_limit_neither_lock_clients_out_nor_stay_open() {
     raise_own_file_limit();
     let store = spawn_store_with(StoreOptions::new()).await;
+    let metrics = tests::load::free_loopback_addr().unwrap();
     let session = spawn_session(
         &store.endpoint(),
         SessionOptions::new()
             .open_file_limit(OPEN_FILE_LIMIT)
-            .first_request_timeout(FIRST_REQUEST_TIMEOUT),
+            .first_request_timeout(FIRST_REQUEST_TIMEOUT)
+            .metrics_listen(metrics),
     )
     .await;
     let mut established = session.cart().await;
@@ -121,9 +123,28 @@ async fn silent_connections_past_the_fd_limit_neither_lock_clients_out_nor_stay_
         opened.elapsed()
     );
 
-    eprintln!("{}", session.stderr_tail(5));
     let took = all_closed(silent).await;
     eprintln!("{SILENT} silent connections were all closed {took:?} after opening");
+    let samples = tests::load::scrape_metrics(metrics).await.unwrap();
+    let closed = |reason: &str| {
+        samples
+            .get(&format!(
+                "grpc_connections_closed_total{{reason=\"{reason}\"}}"
+            ))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (timed_out, for_room) = (closed("no_first_request"), closed("room_at_cap"));
+    eprintln!(
+        "closed: {timed_out} after the first-request timeout, {for_room} to make room; cap {:?}",
+        samples.get("grpc_connections_max")
+    );
+    assert_eq!(
+        timed_out + for_room,
+        SILENT as f64,
+        "every silent connection was closed by one of the two rules: {samples:?}"
+    );
+    assert!(samples["grpc_connections_max"] < OPEN_FILE_LIMIT as f64);
     // The server stayed within its descriptors and is still serving.
     let session_after = get_session(&mut established, "established").await.unwrap();
     assert_eq!(session_after.key, "established");
@@ -155,26 +176,20 @@ async fn terminate_timed(process: &mut tests::ServiceProcess) -> Duration {
     started.elapsed()
 }
 
-/// A free loopback address for a metrics endpoint.
-fn free_addr() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_idle_and_silent_connections_and_metrics_exits_at_once() {
     let mut store = spawn_store_with(
         StoreOptions::new()
             .grace_period(GRACE)
             .arg("--metrics-listen")
-            .arg(free_addr().to_string()),
+            .arg(tests::load::free_loopback_addr().unwrap().to_string()),
     )
     .await;
     let mut session = spawn_session(
         &store.endpoint(),
         SessionOptions::new()
             .grace_period(GRACE)
-            .metrics_listen(free_addr()),
+            .metrics_listen(tests::load::free_loopback_addr().unwrap()),
     )
     .await;
 
@@ -200,4 +215,82 @@ async fn sigterm_with_idle_and_silent_connections_and_metrics_exits_at_once() {
             "{name} took {took:?} to drain with nothing in flight (grace {GRACE})"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_its_client_reconnects_on_the_next_call() {
+    let store = spawn_store_with(StoreOptions::new()).await;
+    let metrics = tests::load::free_loopback_addr().unwrap();
+    let session = spawn_session(
+        &store.endpoint(),
+        SessionOptions::new()
+            .idle_connection_timeout("1s")
+            .metrics_listen(metrics),
+    )
+    .await;
+    let mut cart = session.cart().await;
+    start(&mut cart, "idle").await.unwrap();
+    let idle_closed = || async {
+        let samples = tests::load::scrape_metrics(metrics).await.unwrap();
+        samples
+            .get("grpc_connections_closed_total{reason=\"idle\"}")
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let closed = tests::session_client::poll_until(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { (idle_closed().await >= 1.0).then_some(()) },
+    )
+    .await;
+    assert!(closed.is_some(), "the idle connection was never closed");
+    // The same client carries on: its channel reconnects.
+    let session_now = get_session(&mut cart, "idle").await.unwrap();
+    assert_eq!(session_now.key, "idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_per_connection_limit_wait_and_other_connections_are_served() {
+    let store = spawn_store_with(StoreOptions::new()).await;
+    let session = spawn_session(
+        &store.endpoint(),
+        SessionOptions::new().max_concurrent_streams(2),
+    )
+    .await;
+    let mut cart = session.cart().await;
+    start(&mut cart, "streams").await.unwrap();
+    // Two open watch streams take both of this connection's streams.
+    let first = tests::session_client::watch_session(&mut cart, "streams")
+        .await
+        .unwrap();
+    let _second = tests::session_client::watch_session(&mut cart, "streams")
+        .await
+        .unwrap();
+    let blocked = cart
+        .get_session(with_timeout(
+            proto::session::v1::GetSessionRequest {
+                key: "streams".into(),
+            },
+            Duration::from_secs(1),
+        ))
+        .await;
+    assert!(
+        blocked.is_err(),
+        "a third stream on a connection limited to two was served: {blocked:?}"
+    );
+    // Another connection is not affected.
+    let mut other = session.cart().await;
+    get_session(&mut other, "streams").await.unwrap();
+    // Ending one stream frees its slot for the waiting connection.
+    drop(first);
+    let freed = tests::session_client::poll_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let mut cart = cart.clone();
+            async move { get_session(&mut cart, "streams").await.ok() }
+        },
+    )
+    .await;
+    assert!(freed.is_some(), "the freed stream slot was never reused");
 }

@@ -247,6 +247,16 @@ impl Connections {
         )
     }
 
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The cap in effect (after [`ConnectionLimits::within_fd_limit`]).
+    pub fn max_connections(&self) -> usize {
+        self.shared.limits.max_connections
+    }
+
     /// Waits until no request is in flight.
     pub async fn quiet(&self) {
         loop {
@@ -656,5 +666,32 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl super::metrics::Render for Connections {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let (silent, idle, room) = self.closed_counts();
+        let _ = write!(
+            out,
+            "# HELP grpc_connections_open Client connections open now.\n\
+             # TYPE grpc_connections_open gauge\ngrpc_connections_open {}\n\
+             # HELP grpc_connections_max The cap on open connections.\n\
+             # TYPE grpc_connections_max gauge\ngrpc_connections_max {}\n\
+             # HELP grpc_connections_accepted_total Client connections accepted.\n\
+             # TYPE grpc_connections_accepted_total counter\ngrpc_connections_accepted_total {}\n\
+             # HELP grpc_connections_closed_total Connections the server closed, by reason.\n\
+             # TYPE grpc_connections_closed_total counter\n\
+             grpc_connections_closed_total{{reason=\"no_first_request\"}} {silent}\n\
+             grpc_connections_closed_total{{reason=\"idle\"}} {idle}\n\
+             grpc_connections_closed_total{{reason=\"room_at_cap\"}} {room}\n\
+             # HELP grpc_requests_in_flight Requests and streams in progress.\n\
+             # TYPE grpc_requests_in_flight gauge\ngrpc_requests_in_flight {}\n",
+            self.open(),
+            self.max_connections(),
+            self.accepted(),
+            self.in_flight(),
+        );
     }
 }

@@ -10,7 +10,7 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::{
-    conn::{ConnectionLimits, Connections, TrackLayer},
+    conn::{Connections, TrackLayer},
     deadline::DeadlineLayer,
     wire::PreEncodedLayer,
 };
@@ -53,8 +53,9 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// TLS on the port (`None`: plaintext).
     pub tls: Option<ServerTlsConfig>,
-    /// Bounds on connections: how many, and how long one may do nothing.
-    pub limits: ConnectionLimits,
+    /// The connections it serves and their bounds ([`Connections::new`]); the caller keeps
+    /// a clone for its metrics.
+    pub connections: Connections,
     /// HTTP/2 streams (requests, watch streams) one connection may have open at once.
     pub max_concurrent_streams: u32,
     /// How often an HTTP/2 ping checks that a quiet client is still there.
@@ -94,7 +95,7 @@ pub async fn serve(
         tracing::info!(grace = ?grace, "draining: health NOT_SERVING, listener closed");
         let _ = draining_tx.send(());
     };
-    let connections = Connections::new(options.limits.within_fd_limit());
+    let connections = options.connections.clone();
     let incoming = connections.incoming(listener, TCP_KEEPALIVE);
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
