@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use store_svc::kit::{
+    conn::ConnectionLimits,
     duration,
     telemetry::LogFormat,
     tls::{self, TlsError},
@@ -121,6 +122,29 @@ pub struct Config {
     #[arg(long, env = "SESSION_GRACE_PERIOD", default_value = "20s", value_parser = duration::parse)]
     pub grace_period: Duration,
 
+    /// Most client connections open at once (lowered to fit the open-file limit); beyond it
+    /// new connections wait, and connections that never sent a request are closed for room.
+    #[arg(long, env = "SESSION_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// HTTP/2 streams (calls in progress) one connection may have open at once.
+    #[arg(long, env = "SESSION_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_streams: u32,
+
+    /// A connection that starts no request this long after connecting is closed.
+    #[arg(long, env = "SESSION_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    pub first_request_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "SESSION_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
+    pub idle_connection_timeout: Duration,
+
+    /// How often an HTTP/2 ping checks a quiet client (closed if unanswered for 10 s).
+    #[arg(long, env = "SESSION_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration::parse)]
+    pub keepalive_interval: Duration,
+
     /// Certificate chain (PEM) session-svc's own gRPC port presents; with `--tls-key` the port
     /// speaks TLS only. Off: plaintext.
     #[arg(long, env = "SESSION_TLS_CERT", requires = "tls_key")]
@@ -180,6 +204,15 @@ impl Config {
             Some(ca) => tls::client_config(ca, identity)
                 .map(Some)
                 .map_err(|e| format!("--store-tls-ca / --store-tls-cert / --store-tls-key: {e}")),
+        }
+    }
+
+    /// The bounds on client connections these settings give.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections as usize,
+            first_request_timeout: self.first_request_timeout,
+            idle_timeout: self.idle_connection_timeout,
         }
     }
 

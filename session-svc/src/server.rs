@@ -133,7 +133,11 @@ impl SessionServer {
                 AdminAuth::new(config.admin_token.clone()),
             ));
 
-        let render = Arc::new(SessionMetrics::new(actors.clone(), store_batches));
+        let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
+        let render = Arc::new((
+            SessionMetrics::new(actors.clone(), store_batches),
+            connections.clone(),
+        ));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
 
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
@@ -150,6 +154,9 @@ impl SessionServer {
             default_deadline: deadline,
             grace: config.grace_period,
             tls,
+            connections,
+            max_concurrent_streams: config.max_concurrent_streams,
+            keepalive_interval: config.keepalive_interval,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         carts.close();

@@ -6,6 +6,7 @@ use clap::Parser;
 use tonic::transport::ServerTlsConfig;
 
 use crate::kit::{
+    conn::ConnectionLimits,
     duration,
     telemetry::LogFormat,
     tls::{self, TlsError},
@@ -59,6 +60,29 @@ pub struct Config {
     #[arg(long, env = "STORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Most client connections open at once (lowered to fit the open-file limit); beyond it
+    /// new connections wait, and connections that never sent a request are closed for room.
+    #[arg(long, env = "STORE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// HTTP/2 streams (calls in progress) one connection may have open at once.
+    #[arg(long, env = "STORE_MAX_CONCURRENT_STREAMS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_streams: u32,
+
+    /// A connection that starts no request this long after connecting is closed.
+    #[arg(long, env = "STORE_FIRST_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    pub first_request_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "STORE_IDLE_CONNECTION_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
+    pub idle_connection_timeout: Duration,
+
+    /// How often an HTTP/2 ping checks a quiet client (closed if unanswered for 10 s).
+    #[arg(long, env = "STORE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = duration::parse)]
+    pub keepalive_interval: Duration,
+
     /// Certificate chain (PEM) the gRPC port presents; with `--tls-key` the port speaks TLS
     /// only. Off: plaintext.
     #[arg(long, env = "STORE_TLS_CERT", requires = "tls_key")]
@@ -75,6 +99,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The bounds on client connections these settings give.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections as usize,
+            first_request_timeout: self.first_request_timeout,
+            idle_timeout: self.idle_connection_timeout,
+        }
+    }
+
     /// A configuration for tests and embedding: defaults, with this data directory.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
         let mut config = Self::parse_from(["store-svc"]);

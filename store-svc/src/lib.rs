@@ -124,7 +124,11 @@ impl StoreServer {
             .await;
         let routes = routes.add_service(store);
 
-        let render = Arc::new(metrics::StoreMetrics::new(writer.clone()));
+        let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
+        let render = Arc::new((
+            metrics::StoreMetrics::new(writer.gauge()),
+            connections.clone(),
+        ));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
         drop(writer);
 
@@ -144,10 +148,28 @@ impl StoreServer {
             default_deadline: config.default_deadline,
             grace,
             tls,
+            connections,
+            max_concurrent_streams: config.max_concurrent_streams,
+            keepalive_interval: config.keepalive_interval,
+        };
+        // One grace period covers the whole drain: the writer's final flush gets what the
+        // gRPC drain left of it, not a second one.
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let shutdown = {
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                let _ = signalled.set(tokio::time::Instant::now());
+            }
         };
         let served = kit::grpc::serve(routes, listener, health, &options, shutdown).await;
+        let cutoff = signalled
+            .get()
+            .copied()
+            .unwrap_or_else(tokio::time::Instant::now)
+            + grace;
         // The router (and with it every queue sender) is gone: the writer drains and flushes.
-        if tokio::time::timeout(grace, writer_thread.join())
+        if tokio::time::timeout_at(cutoff, writer_thread.join())
             .await
             .is_err()
         {

@@ -2,17 +2,17 @@
 
 use std::{fmt::Write as _, sync::atomic::Ordering};
 
-use crate::{kit::metrics::Render, writer::Writer};
+use crate::{kit::metrics::Render, writer::WriterGauge};
 
 /// Renders the writer's statistics in the Prometheus text format.
 pub struct StoreMetrics {
-    /// Holds a queue sender only to read its depth; it never sends.
-    writer: Writer,
+    /// The queue depth and counters, without keeping the writer alive.
+    writer: WriterGauge,
 }
 
 impl StoreMetrics {
     /// Metrics of this writer.
-    pub fn new(writer: Writer) -> Self {
+    pub fn new(writer: WriterGauge) -> Self {
         Self { writer }
     }
 }

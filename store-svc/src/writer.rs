@@ -52,6 +52,26 @@ pub struct Writer {
     stats: Arc<WriterStats>,
 }
 
+/// What `/metrics` reads of the writer; see [`Writer::gauge`].
+pub struct WriterGauge {
+    queue: mpsc::WeakSender<Queued>,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterGauge {
+    /// The writer's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Writes waiting in the queue now (0 once the writer has stopped).
+    pub fn queued(&self) -> usize {
+        self.queue
+            .upgrade()
+            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+    }
+}
+
 /// The writer thread; join it after every [`Writer`] is dropped to get the final flush.
 pub struct WriterThread(thread::JoinHandle<()>);
 
@@ -90,6 +110,16 @@ impl Writer {
     /// Writes waiting in the queue now.
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// A read-only view of the queue and counters that does not keep the writer running:
+    /// the writer's final flush waits for every [`Writer`] to be dropped, so an observer that
+    /// outlives the handlers (the `/metrics` endpoint) must not hold one.
+    pub fn gauge(&self) -> WriterGauge {
+        WriterGauge {
+            queue: self.queue.downgrade(),
+            stats: self.stats.clone(),
+        }
     }
 
     /// Queues `write` and waits until it is durable. Refuses at once when the queue is full;

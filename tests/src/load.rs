@@ -320,8 +320,8 @@ pub fn free_loopback_addr() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// Fetches `GET /metrics` from `addr` (Prometheus text format) and returns its unlabelled
-/// samples by name. Plain HTTP/1.0 over a socket: enough for a benchmark, no client crate.
+/// Fetches `GET /metrics` from `addr` (Prometheus text format) and returns its samples by
+/// name (a labelled one by `name{labels}` as written). Plain HTTP/1.0 over a socket: enough for a benchmark, no client crate.
 pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
     ensure!(addr.ip().is_loopback(), "{addr} is not a loopback address");
     let body = tokio::time::timeout(SCRAPE_TIMEOUT, async {
@@ -341,15 +341,13 @@ pub async fn scrape_metrics(addr: SocketAddr) -> anyhow::Result<HashMap<String, 
     Ok(parse_metrics(body))
 }
 
-/// The `name value` lines of a Prometheus text body (comments and labelled samples skipped).
+/// The `name value` lines of a Prometheus text body (comments skipped); label values here
+/// never hold a space, so the sample ends at the last one.
 fn parse_metrics(body: &str) -> HashMap<String, f64> {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
-            let (name, value) = line.split_once(' ')?;
-            if name.contains('{') {
-                return None;
-            }
+            let (name, value) = line.rsplit_once(' ')?;
             Some((name.to_owned(), value.trim().parse().ok()?))
         })
         .collect()

@@ -72,6 +72,8 @@ impl Interceptor for AdminToken {
 pub struct SessionOptions {
     /// `(flag, value)` pairs, in the order set.
     flags: Vec<(&'static str, String)>,
+    /// The open-file limit to run it under (through `prlimit`), if not inherited.
+    open_file_limit: Option<u64>,
 }
 
 impl SessionOptions {
@@ -179,6 +181,32 @@ impl SessionOptions {
         }
     }
 
+    /// Sets `--first-request-timeout` (e.g. `"2s"`).
+    pub fn first_request_timeout(self, timeout: &str) -> Self {
+        self.flag("--first-request-timeout", timeout)
+    }
+
+    /// Sets `--idle-connection-timeout` (e.g. `"2s"`).
+    pub fn idle_connection_timeout(self, timeout: &str) -> Self {
+        self.flag("--idle-connection-timeout", timeout)
+    }
+
+    /// Sets `--max-connections`.
+    pub fn max_connections(self, connections: usize) -> Self {
+        self.flag("--max-connections", connections)
+    }
+
+    /// Sets `--max-concurrent-streams`.
+    pub fn max_concurrent_streams(self, streams: u32) -> Self {
+        self.flag("--max-concurrent-streams", streams)
+    }
+
+    /// Runs the server under an open-file limit of `files` (soft and hard), with `prlimit`.
+    pub fn open_file_limit(mut self, files: u64) -> Self {
+        self.open_file_limit = Some(files);
+        self
+    }
+
     /// The command line for `program` writing through to the store at `store_endpoint`.
     fn command(&self, program: &Path, store_endpoint: &str) -> ServiceCommand {
         let defaults = [
@@ -188,7 +216,14 @@ impl SessionOptions {
         let unset_defaults = defaults
             .into_iter()
             .filter(|(flag, _)| !self.flags.iter().any(|(set, _)| set == flag));
-        let command = ServiceCommand::new(program)
+        let command = match self.open_file_limit {
+            None => ServiceCommand::new(program),
+            Some(files) => ServiceCommand::new("prlimit")
+                .arg(format!("--nofile={files}:{files}"))
+                .arg("--")
+                .arg(program),
+        };
+        let command = command
             // Every setting is also a SESSION_* variable; ours must be the only ones in effect.
             .clear_env_prefix("SESSION_")
             .arg("--listen")

@@ -172,6 +172,12 @@ impl StoreProcess {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// The bare process, for a test that restarts the store itself on a data directory it
+    /// passed in ([`StoreOptions::data_dir`]); a temp data directory of ours is removed here.
+    pub fn into_process(self) -> ServiceProcess {
+        self.process
+    }
 }
 
 impl Deref for StoreProcess {

@@ -34,7 +34,10 @@ use store_svc::kit::{claim::Claim, deadline::Deadline};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Code, Request, Status, transport::Channel};
 
-use super::store::{bounded, call};
+use super::{
+    link::StoreLink,
+    store::{bounded, call},
+};
 
 /// Bytes of writes per `BatchWrite` at most, well under store-svc's 4 MiB decoding limit. A
 /// single larger write still goes, alone.
@@ -101,7 +104,11 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batching task on the current tokio runtime.
-    pub fn spawn(client: StoreServiceClient<Channel>, settings: BatchSettings) -> Self {
+    pub fn spawn(
+        client: StoreServiceClient<Channel>,
+        settings: BatchSettings,
+        link: Arc<StoreLink>,
+    ) -> Self {
         let max_writes = settings.max_writes.clamp(1, 1000);
         let in_flight = settings.in_flight.max(1);
         // Every live actor has at most one write queued, so this bound is rarely reached; when
@@ -110,6 +117,7 @@ impl Batcher {
         let stats = Arc::new(BatchStats::default());
         let shared = Arc::new(Shared {
             client,
+            link,
             stats: stats.clone(),
             no_batch_write: AtomicBool::new(false),
         });
@@ -167,6 +175,8 @@ impl Batcher {
 struct Shared {
     /// The store.
     client: StoreServiceClient<Channel>,
+    /// What its failures mean, and its outages.
+    link: Arc<StoreLink>,
     /// What has been sent.
     stats: Arc<BatchStats>,
     /// Set once store-svc answered BatchWrite with UNIMPLEMENTED (a store older than this
@@ -227,7 +237,11 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
     let chunk = chunk.into_iter().filter(|queued| queued.claim.start());
     if shared.no_batch_write.load(Ordering::Relaxed) {
         for queued in chunk {
-            tokio::spawn(send_alone(shared.client.clone(), queued));
+            tokio::spawn(send_alone(
+                shared.client.clone(),
+                shared.link.clone(),
+                queued,
+            ));
         }
         return;
     }
@@ -248,9 +262,11 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
     // inside it and the store applies the earlier of the two.
     request.set_timeout(latest.saturating_duration_since(tokio::time::Instant::now()));
     let mut client = shared.client.clone();
+    let ticket = shared.link.ticket();
     let outcome = tokio::time::timeout_at(latest, client.batch_write(request)).await;
     let results = match outcome {
         Ok(Ok(response)) => {
+            shared.link.answered(ticket);
             let results = response.into_inner().results;
             if results.len() == count {
                 Ok(results)
@@ -274,7 +290,7 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
                  was not applied; retry, later writes go one call each",
             ))
         }
-        Ok(Err(status)) => Err(status),
+        Ok(Err(status)) => Err(shared.link.failed(ticket, &status, true)),
         Err(_) => Err(outcome_unknown(
             "the store did not answer before the deadline",
         )),
@@ -291,15 +307,15 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
             }
         }
         Err(status) => {
-            for (deadline, reply) in waiting {
-                let _ = reply.send(Err(call_failure(&status, deadline)));
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(status.clone()));
             }
         }
     }
 }
 
 /// Sends one write as its own Put or Delete call, for a store without `BatchWrite`.
-async fn send_alone(mut client: StoreServiceClient<Channel>, queued: Queued) {
+async fn send_alone(mut client: StoreServiceClient<Channel>, link: Arc<StoreLink>, queued: Queued) {
     let Queued {
         write,
         deadline,
@@ -308,16 +324,16 @@ async fn send_alone(mut client: StoreServiceClient<Channel>, queued: Queued) {
     } = queued;
     let store = store_deadline(deadline);
     let result = match write.operation {
-        Some(Operation::Put(put)) => call(deadline, client.put(bounded(put, store)), true)
+        Some(Operation::Put(put)) => call(&link, deadline, client.put(bounded(put, store)), true)
             .await
             .map(|response| vec![response.version]),
         Some(Operation::Delete(delete)) => {
-            call(deadline, client.delete(bounded(delete, store)), true)
+            call(&link, deadline, client.delete(bounded(delete, store)), true)
                 .await
                 .map(|_| vec![0])
         }
         Some(Operation::Commit(commit)) => {
-            call(deadline, client.commit(bounded(commit, store)), true)
+            call(&link, deadline, client.commit(bounded(commit, store)), true)
                 .await
                 .map(|response| response.versions)
         }
@@ -326,23 +342,6 @@ async fn send_alone(mut client: StoreServiceClient<Channel>, queued: Queued) {
         )),
     };
     let _ = reply.send(result);
-}
-
-/// What a failed `BatchWrite` means for one of its writes, which was sent. CANCELLED or a
-/// transport error is a connection torn down under the call (the store died, or a proxy
-/// dropped it), or the call outliving the caller's deadline: either way nobody knows whether
-/// the store applied it.
-pub(super) fn call_failure(status: &Status, _deadline: Deadline) -> Status {
-    match status.code() {
-        Code::Cancelled | Code::Unknown | Code::Internal => outcome_unknown(&format!(
-            "the call to the store failed: {}",
-            status.message()
-        )),
-        Code::Unavailable if std::error::Error::source(status).is_some() => outcome_unknown(
-            &format!("the connection to the store broke: {}", status.message()),
-        ),
-        _ => Status::new(status.code(), status.message()),
-    }
 }
 
 impl Default for BatchSettings {
@@ -441,7 +440,8 @@ mod tests {
         let client = StoreServiceClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
-        let batcher = Batcher::spawn(client, BatchSettings::default());
+        let link = Arc::new(StoreLink::new(format!("http://{addr}")));
+        let batcher = Batcher::spawn(client, BatchSettings::default(), link);
         let soon = || Deadline::after(Duration::from_secs(5));
 
         // The write that discovers the old store is refused, retryably, and never applied.

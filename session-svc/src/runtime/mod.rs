@@ -21,6 +21,7 @@ pub mod actor;
 pub mod batcher;
 pub mod entity;
 pub mod kind;
+pub mod link;
 pub mod mailbox;
 pub mod panic;
 pub mod registry;

@@ -20,8 +20,9 @@ use tonic::{
     transport::{Channel, ClientTlsConfig, Endpoint},
 };
 
-use super::batcher::{
-    BatchSettings, BatchStats, Batcher, call_failure, outcome_unknown, store_deadline,
+use super::{
+    batcher::{BatchSettings, BatchStats, Batcher, outcome_unknown, store_deadline},
+    link::StoreLink,
 };
 use crate::error::Error;
 
@@ -40,7 +41,7 @@ pub struct Store {
 enum Backend {
     /// store-svc; tonic multiplexes every actor's calls over one HTTP/2 connection. Writes go
     /// through the batcher when there is one, else one Put or Delete call each.
-    Remote(StoreServiceClient<Channel>, Option<Batcher>),
+    Remote(StoreServiceClient<Channel>, Option<Batcher>, Arc<StoreLink>),
     /// A map in this process with the same version rules: for runtime unit tests and the
     /// in-process actor-memory benchmark, never for a server.
     Memory(Arc<Mutex<MemoryMap>>),
@@ -75,16 +76,18 @@ impl Store {
                 store_svc::kit::tls::apply_client(endpoint, tls).map_err(|e| e.to_string())?;
         }
         let client = StoreServiceClient::new(endpoint.connect_lazy());
-        let batcher = batching.map(|settings| Batcher::spawn(client.clone(), settings));
+        let link = Arc::new(StoreLink::new(addr));
+        let batcher =
+            batching.map(|settings| Batcher::spawn(client.clone(), settings, link.clone()));
         Ok(Self {
-            backend: Backend::Remote(client, batcher),
+            backend: Backend::Remote(client, batcher, link),
         })
     }
 
     /// What the write batcher has sent, if writes are batched.
     pub fn batch_stats(&self) -> Option<Arc<BatchStats>> {
         match &self.backend {
-            Backend::Remote(_, Some(batcher)) => Some(batcher.stats().clone()),
+            Backend::Remote(_, Some(batcher), _) => Some(batcher.stats().clone()),
             _ => None,
         }
     }
@@ -103,8 +106,8 @@ impl Store {
         key: &str,
         deadline: Deadline,
     ) -> Result<Option<Stored>, Error> {
-        let mut client = match &self.backend {
-            Backend::Remote(client, _) => client.clone(),
+        let (mut client, link) = match &self.backend {
+            Backend::Remote(client, _, link) => (client.clone(), link),
             Backend::Memory(map) => {
                 expired(deadline)?;
                 return Ok(lock(map).get(namespace).and_then(|ns| ns.get(key)).cloned());
@@ -114,7 +117,14 @@ impl Store {
             namespace: namespace.into(),
             key: key.into(),
         };
-        match call(deadline, client.get(bounded(request, deadline)), false).await {
+        match call(
+            link,
+            deadline,
+            client.get(bounded(request, deadline)),
+            false,
+        )
+        .await
+        {
             Ok(response) => Ok(Some(Stored {
                 value: response.value,
                 version: response.version,
@@ -135,8 +145,8 @@ impl Store {
         page_token: String,
         deadline: Deadline,
     ) -> Result<(Vec<Entry>, String), Error> {
-        let mut client = match &self.backend {
-            Backend::Remote(client, _) => client.clone(),
+        let (mut client, link) = match &self.backend {
+            Backend::Remote(client, _, link) => (client.clone(), link),
             Backend::Memory(map) => {
                 expired(deadline)?;
                 return Ok(memory_scan(
@@ -154,7 +164,14 @@ impl Store {
             page_size,
             page_token,
         };
-        match call(deadline, client.scan(bounded(request, deadline)), false).await {
+        match call(
+            link,
+            deadline,
+            client.scan(bounded(request, deadline)),
+            false,
+        )
+        .await
+        {
             Ok(page) => Ok((page.entries, page.next_page_token)),
             Err(status) if status.code() == Code::InvalidArgument => Err(Error::invalid(
                 "page_token",
@@ -174,7 +191,7 @@ impl Store {
     ) -> Result<Vec<u64>, Error> {
         let commit = CommitRequest { mutations };
         match &self.backend {
-            Backend::Remote(_, Some(batcher)) => {
+            Backend::Remote(_, Some(batcher), _) => {
                 let write = Write {
                     operation: Some(Operation::Commit(commit)),
                     deadline_unix_ms: 0,
@@ -184,9 +201,10 @@ impl Store {
                     .await
                     .map_err(|status| Error::from_store(&status))
             }
-            Backend::Remote(client, None) => {
+            Backend::Remote(client, None, link) => {
                 let store = store_deadline(deadline);
                 call(
+                    link,
                     deadline,
                     client.clone().commit(bounded(commit, store)),
                     true,
@@ -324,6 +342,7 @@ pub(super) fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
 /// `write` that got no answer in time may have been applied: that is reported as such, never
 /// as DEADLINE_EXCEEDED.
 pub(super) async fn call<T>(
+    link: &StoreLink,
     deadline: Deadline,
     call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     write: bool,
@@ -333,16 +352,23 @@ pub(super) async fn call<T>(
             "no time left to call the store",
         ));
     }
+    let ticket = link.ticket();
     match tokio::time::timeout_at(deadline.instant(), call).await {
-        Ok(Err(status)) if write => Err(call_failure(&status, deadline)),
-        Ok(Err(status)) if status.code() == Code::Cancelled && !deadline.expired() => {
-            Err(tonic::Status::unavailable(format!(
-                "the call to the store failed: {}",
-                status.message()
-            )))
+        Ok(Err(status)) => {
+            let status = link.failed(ticket, &status, write);
+            if status.code() == Code::Cancelled && !deadline.expired() {
+                return Err(tonic::Status::unavailable(format!(
+                    "the call to store-svc at {} was cancelled: {}",
+                    link.addr(),
+                    status.message()
+                )));
+            }
+            Err(status)
         }
-        Ok(Err(status)) => Err(status),
-        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Ok(response)) => {
+            link.answered(ticket);
+            Ok(response.into_inner())
+        }
         Err(_) if write => Err(outcome_unknown(
             "the store did not answer before the deadline",
         )),

@@ -5,11 +5,15 @@ use std::{future::Future, time::Duration};
 use tokio::net::TcpListener;
 use tonic::{
     service::Routes,
-    transport::{Server, ServerTlsConfig, server::TcpIncoming},
+    transport::{Server, ServerTlsConfig},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use super::{deadline::DeadlineLayer, wire::PreEncodedLayer};
+use super::{
+    conn::{Connections, TrackLayer},
+    deadline::DeadlineLayer,
+    wire::PreEncodedLayer,
+};
 
 /// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
 /// any age can list and call) over the given encoded descriptor sets, listing only
@@ -49,11 +53,25 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// TLS on the port (`None`: plaintext).
     pub tls: Option<ServerTlsConfig>,
+    /// The connections it serves and their bounds ([`Connections::new`]); the caller keeps
+    /// a clone for its metrics.
+    pub connections: Connections,
+    /// HTTP/2 streams (requests, watch streams) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 ping checks that a quiet client is still there.
+    pub keepalive_interval: Duration,
 }
+
+/// How long a keepalive ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the kernel probes a TCP connection that has gone quiet, below HTTP/2 pings.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains: health turns
 /// NOT_SERVING (for every service, `""` included), the listener closes, in-flight requests
-/// finish. Whatever is still open `grace` after the signal is cut off.
+/// finish, and then every connection still open (idle, or silent since it connected) is
+/// closed at once. Whatever is still in flight `grace` after the signal is cut off.
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
@@ -77,33 +95,51 @@ pub async fn serve(
         tracing::info!(grace = ?grace, "draining: health NOT_SERVING, listener closed");
         let _ = draining_tx.send(());
     };
-    // Server::tcp_nodelay does not apply to a caller-supplied listener; without it replies over
-    // ~4 KiB wait ~40 ms for a delayed ACK (Nagle). Set it on the incoming stream instead.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let connections = options.connections.clone();
+    let incoming = connections.incoming(listener, TCP_KEEPALIVE);
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
     let server = builder
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(options.max_concurrent_streams))
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
+        .layer(TrackLayer)
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
-    let cutoff = async move {
-        if draining_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
+    let drain = async move {
+        if draining_rx.await.is_err() {
             std::future::pending::<()>().await;
         }
+        let cutoff = tokio::time::Instant::now() + grace;
+        if tokio::time::timeout_at(cutoff, connections.quiet())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = connections.in_flight(),
+                "grace period over: closing the connections still open"
+            );
+        } else {
+            tracing::info!(
+                open = connections.open(),
+                "no request in flight: closing the idle connections"
+            );
+        }
+        connections.close_all();
+        // Closed connections end their tasks and the server returns; this is the backstop.
+        tokio::time::sleep_until(
+            cutoff.max(tokio::time::Instant::now() + Duration::from_millis(100)),
+        )
+        .await;
     };
     tokio::select! {
         result = server => result,
-        () = cutoff => {
-            tracing::warn!("grace period over: closing the connections still open");
+        () = drain => {
+            tracing::warn!("connections did not close after the drain; leaving them");
             Ok(())
         }
     }

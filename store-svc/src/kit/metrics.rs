@@ -15,6 +15,20 @@ pub trait Render: Send + Sync + 'static {
     fn render(&self, out: &mut String);
 }
 
+/// Two sets of metrics on one endpoint (a server's own, and its connections').
+impl<A: Render, B: Render> Render for (A, B) {
+    fn render(&self, out: &mut String) {
+        self.0.render(out);
+        self.1.render(out);
+    }
+}
+
+impl<R: Render + ?Sized> Render for Arc<R> {
+    fn render(&self, out: &mut String) {
+        (**self).render(out);
+    }
+}
+
 /// Stops the metrics endpoint when dropped.
 pub struct MetricsHandle(Option<tokio::sync::oneshot::Sender<()>>);
 

@@ -7,6 +7,7 @@
 
 pub mod claim;
 pub mod cli;
+pub mod conn;
 pub mod deadline;
 pub mod duration;
 pub mod echo;
