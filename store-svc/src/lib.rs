@@ -15,7 +15,8 @@
 //! - [`service`]: the `store.v1.StoreService` handlers.
 //! - [`error`]: the error enum and its one mapping to gRPC codes.
 //! - [`metrics`]: what `/metrics` shows.
-//! - [`kit`]: plumbing shared with session-svc (deadlines, health, reflection, drain, logs).
+//! - [`kit`]: plumbing shared with session-svc (deadlines, health, reflection, drain, logs,
+//!   connections, TLS).
 //!
 //! [`StoreServer::open`] opens the database; [`StoreServer::serve`] serves it on a listener the
 //! caller bound (so tests can use port 0) until a shutdown future resolves.

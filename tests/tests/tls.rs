@@ -284,10 +284,13 @@ async fn inconsistent_or_unusable_tls_settings_stop_session_svc_naming_the_setti
     let ca = path_str(&ca);
     let missing = certs.dir().join("missing-ca.pem");
     let missing = path_str(&missing);
+    let stranger = DevCerts::temp();
+    let (_, other_key) = stranger.session_client_identity();
+    let other_key = path_str(&other_key);
     // Nothing listens on port 9 of loopback, and nothing is dialled before the check fails.
     let https = "https://127.0.0.1:9";
 
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (&["--store-addr", https], "--store-tls-ca"),
         (&["--store-tls-ca", ca], "https://"),
         (
@@ -313,6 +316,19 @@ async fn inconsistent_or_unusable_tls_settings_stop_session_svc_naming_the_setti
             "--store-tls-key",
         ),
         (&["--store-addr", https, "--store-tls-ca", missing], missing),
+        (
+            &[
+                "--store-addr",
+                https,
+                "--store-tls-ca",
+                ca,
+                "--store-tls-cert",
+                cert,
+                "--store-tls-key",
+                other_key,
+            ],
+            other_key,
+        ),
         (&["--tls-cert", cert], "--tls-key"),
         (&["--tls-key", key], "--tls-cert"),
     ];

@@ -89,9 +89,19 @@ pub fn client_config(
     let mut config = ClientTlsConfig::new()
         .ca_certificate(certificates(ca)?)
         .timeout(HANDSHAKE_TIMEOUT);
+    let mut files = format!("CA {}", ca.display());
     if let Some((cert, key)) = identity_files {
         config = config.identity(identity(cert, key)?);
+        files = format!("{} and {} with {files}", cert.display(), key.display());
     }
+    // Built once now, as for the server: a client key that does not match its certificate
+    // shows here, naming the files, rather than later as a bad store address.
+    apply_client(Endpoint::from_static("https://localhost"), config.clone()).map_err(|error| {
+        match error {
+            TlsError::Combination { reason, .. } => TlsError::Combination { files, reason },
+            other => other,
+        }
+    })?;
     Ok(config)
 }
 
