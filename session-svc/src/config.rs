@@ -184,7 +184,10 @@ impl Config {
     /// TLS settings that would silently go unused, or an `https://` address with no CA to
     /// check the store against, are refused with a message naming the flags.
     pub fn store_tls(&self) -> Result<Option<ClientTlsConfig>, String> {
-        let https = self.store_addr.starts_with("https://");
+        let https = self
+            .store_addr
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
         let identity = self
             .store_tls_cert
             .as_deref()

@@ -111,8 +111,8 @@ pub fn open_to_anyone(listen: SocketAddr, requires_client_certificates: bool) ->
     !listen.ip().is_loopback() && !requires_client_certificates
 }
 
-/// Checks that `config` is usable for `endpoint` (the client side of [`server_config`]'s
-/// build-once check), returning the endpoint with TLS on.
+/// `endpoint` with TLS on; fails with rustls's reason when it cannot build a client from
+/// `config`.
 pub fn apply_client(endpoint: Endpoint, config: ClientTlsConfig) -> Result<Endpoint, TlsError> {
     let uri = endpoint.uri().to_string();
     endpoint
