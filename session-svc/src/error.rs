@@ -1,8 +1,12 @@
 //! session-svc's one error type and its single mapping onto gRPC status codes
 //! (the error contract of DESIGN.md).
+//!
+//! A message quotes client input (a key, a sku) only through [`echo`]: at most 128 bytes of
+//! it, escaped. Messages built elsewhere and carried as a `String` follow the same rule.
 
 use std::time::Duration;
 
+use store_svc::kit::echo::{bounded, echo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -27,7 +31,10 @@ pub enum Error {
     #[error("{0}")]
     Aborted(String),
     /// The actor's mailbox is full: it is receiving faster than it can handle.
-    #[error("mailbox of {kind}/{key} is full ({capacity} waiting); retry after {retry_after:?}")]
+    #[error(
+        "mailbox of {kind}/{} is full ({capacity} waiting); retry after {retry_after:?}",
+        echo(.key)
+    )]
     MailboxFull {
         /// The actor's kind.
         kind: &'static str,
@@ -53,7 +60,10 @@ pub enum Error {
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
     /// The key crashed too often and is resting; it may activate again after `retry_after`.
-    #[error("{kind}/{key} is quarantined after repeated crashes; retry after {retry_after:?}")]
+    #[error(
+        "{kind}/{} is quarantined after repeated crashes; retry after {retry_after:?}",
+        echo(.key)
+    )]
     Quarantined {
         /// The actor's kind.
         kind: &'static str,
@@ -67,7 +77,8 @@ pub enum Error {
     ShuttingDown,
     /// The actor's handler panicked on this message (a bug); it restarts from durable state.
     #[error(
-        "the actor for {kind}/{key} crashed handling this request; it restarted from its last durable state"
+        "the actor for {kind}/{} crashed handling this request; it restarted from its last durable state",
+        echo(.key)
     )]
     ActorCrashed {
         /// The actor's kind.
@@ -78,6 +89,10 @@ pub enum Error {
     /// Stored state could not be decoded: a bug or a foreign writer.
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
+    /// The store refused a request session-svc made as invalid: a bug, or a store that does
+    /// not serve the namespaces session-svc uses (its `--namespaces`).
+    #[error("the store refused session-svc's request: {0}")]
+    StoreRefused(String),
 }
 
 impl Error {
@@ -99,6 +114,7 @@ impl Error {
             Code::Unavailable | Code::ResourceExhausted | Code::Unknown => {
                 Self::StoreUnavailable(message)
             }
+            Code::InvalidArgument => Self::StoreRefused(message),
             code => Self::Corrupt(format!("store answered {code:?}: {message}")),
         }
     }
@@ -106,7 +122,8 @@ impl Error {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let message = error.to_string();
+        // Every message is bounded, even one built by mistake from unbounded client input.
+        let message = bounded(error.to_string());
         let retry = |code, retry_after: &Duration| {
             Status::with_error_details(
                 code,
@@ -118,7 +135,10 @@ impl From<Error> for Status {
             Error::InvalidArgument { field, description } => Status::with_error_details(
                 Code::InvalidArgument,
                 message.clone(),
-                ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+                ErrorDetails::with_bad_request_violation(
+                    bounded(field.clone()),
+                    bounded(description.clone()),
+                ),
             ),
             Error::NotFound(_) => Status::not_found(message),
             Error::FailedPrecondition(_) => Status::failed_precondition(message),
@@ -129,7 +149,9 @@ impl From<Error> for Status {
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             Error::StoreUnavailable(_) | Error::ShuttingDown => Status::unavailable(message),
             Error::Quarantined { retry_after, .. } => retry(Code::Unavailable, retry_after),
-            Error::ActorCrashed { .. } | Error::Corrupt(_) => Status::internal(message),
+            Error::ActorCrashed { .. } | Error::Corrupt(_) | Error::StoreRefused(_) => {
+                Status::internal(message)
+            }
         }
     }
 }
@@ -193,6 +215,46 @@ mod tests {
     }
 
     #[test]
+    fn messages_quote_at_most_128_bytes_of_a_key() {
+        let key = "k".repeat(256);
+        let wait = Duration::from_millis(1);
+        for error in [
+            Error::MailboxFull {
+                kind: "cart",
+                key: key.clone(),
+                capacity: 1,
+                retry_after: wait,
+            },
+            Error::Quarantined {
+                kind: "cart",
+                key: key.clone(),
+                retry_after: wait,
+            },
+            Error::ActorCrashed { kind: "cart", key },
+        ] {
+            let message = Status::from(error).message().to_owned();
+            assert!(!message.contains(&"k".repeat(129)), "{message}");
+            assert!(message.contains("…(256 bytes)"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_message_built_from_unbounded_input_is_still_cut() {
+        let status = Status::from(Error::NotFound(format!("no actor {}", "k".repeat(1 << 20))));
+        assert!(
+            status.message().len() < 2048,
+            "{} bytes",
+            status.message().len()
+        );
+        let status = Status::from(Error::invalid("kind", "x".repeat(1 << 20)));
+        assert!(
+            status.details().len() < 2048,
+            "{} bytes",
+            status.details().len()
+        );
+    }
+
+    #[test]
     fn backpressure_and_quarantine_carry_retry_info() {
         let wait = Duration::from_millis(250);
         for error in [
@@ -244,5 +306,8 @@ mod tests {
             Error::from_store(&Status::resource_exhausted("x")),
             Error::StoreUnavailable(_)
         ));
+        let refused = Error::from_store(&Status::invalid_argument("namespace not served"));
+        assert!(matches!(refused, Error::StoreRefused(_)));
+        assert_eq!(Status::from(refused).code(), Code::Internal);
     }
 }

@@ -31,3 +31,16 @@ pub mod server;
 pub mod todo;
 
 pub use server::SessionServer;
+
+use runtime::Entity as _;
+
+/// Every store namespace session-svc reads or writes. store-svc serves only the namespaces it
+/// is configured with, and its default (`--namespaces`) is this list; the `tests` crate checks
+/// that the two agree, so a namespace added here must be added there too.
+pub const STORE_NAMESPACES: &[&str] = &[
+    cart::CartEntity::KIND,
+    cart::entity::EVENTS_NAMESPACE,
+    cart::entity::ORDERS_NAMESPACE,
+    todo::TodoEntity::KIND,
+    todo::entity::ENTRIES_NAMESPACE,
+];

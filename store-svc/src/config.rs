@@ -5,11 +5,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use tonic::transport::ServerTlsConfig;
 
-use crate::kit::{
-    conn::ConnectionLimits,
-    duration,
-    telemetry::LogFormat,
-    tls::{self, TlsError},
+use crate::{
+    kit::{
+        conn::ConnectionLimits,
+        duration,
+        telemetry::LogFormat,
+        tls::{self, TlsError},
+    },
+    namespaces::{DEFAULT_NAMESPACES, Namespaces},
 };
 
 /// Versioned key/value over gRPC on sled: durable before it answers.
@@ -39,10 +42,10 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=64 * 1024 * 1024))]
     pub max_value_bytes: u32,
 
-    /// Most namespaces (sled trees) the store will create.
-    #[arg(long, env = "STORE_MAX_NAMESPACES", default_value_t = 1000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_namespaces: u32,
+    /// Namespaces served, comma-separated; a request naming any other is INVALID_ARGUMENT.
+    /// Their trees are opened at start-up: nothing a caller sends creates one.
+    #[arg(long, env = "STORE_NAMESPACES", default_value = DEFAULT_NAMESPACES)]
+    pub namespaces: Namespaces,
 
     /// Deadline of requests that carry no grpc-timeout (e.g. 250ms, 5s).
     #[arg(long, env = "STORE_DEFAULT_DEADLINE", default_value = "5s", value_parser = duration::parse)]
@@ -141,6 +144,7 @@ mod tests {
         assert_eq!(config.max_value_bytes, 1024 * 1024);
         assert_eq!(config.metrics_listen, None);
         assert_eq!(config.tls_cert, None);
+        assert_eq!(config.namespaces, Namespaces::default());
         assert!(config.server_tls().unwrap().is_none());
     }
 
@@ -186,19 +190,32 @@ mod tests {
             "250ms",
             "--log-format",
             "json",
+            "--namespaces",
+            "a,b-2",
         ])
         .unwrap();
         assert_eq!(config.max_batch, 1);
         assert_eq!(config.default_deadline, Duration::from_millis(250));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.namespaces.iter().collect::<Vec<_>>(), ["a", "b-2"]);
         for bad in [
             ["--queue-size", "0"],
             ["--default-deadline", "5"],
             ["--listen", "nowhere"],
             ["--log-format", "xml"],
+            ["--namespaces", "cart,Orders"],
+            ["--namespaces", ""],
         ] {
             let args = ["store-svc", bad[0], bad[1]];
             assert!(Config::try_parse_from(args).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_bad_namespace_list_is_a_start_up_error_naming_the_flag() {
+        let error = Config::try_parse_from(["store-svc", "--namespaces", "cart,a/b"]).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("--namespaces"), "{message}");
+        assert!(message.contains("[a-z0-9_-]"), "{message}");
     }
 }

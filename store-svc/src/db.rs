@@ -1,5 +1,8 @@
 //! The sled database: namespaces as trees, records as `version || value`.
 //!
+//! The trees are those of the configured namespaces, opened once at start-up: a request can
+//! name only those, so nothing a caller sends creates a tree (sled never drops one).
+//!
 //! Reads may run on any thread. Writes ([`Db::apply`]) and [`Db::flush`] are called only by the
 //! single writer thread (see `writer.rs`): that makes check-version-then-write atomic per key
 //! without locks, and keeps to one flusher, which sled 0.34 needs (concurrent flushes deadlock).
@@ -8,12 +11,16 @@ use std::{
     collections::HashMap,
     ops::Bound,
     path::Path,
-    sync::{Mutex, PoisonError, RwLock},
+    sync::{Mutex, PoisonError},
 };
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional as _};
 
-use crate::{durable::DirSync, error::Error};
+use crate::{
+    durable::DirSync,
+    error::Error,
+    namespaces::{self, Namespaces},
+};
 
 /// sled tree names get this prefix so that no namespace can alias sled's own default tree.
 const TREE_PREFIX: &str = "ns/";
@@ -112,10 +119,11 @@ impl Group {
 pub struct Db {
     /// sled itself; its background flusher is off so that the writer is the only flusher.
     db: sled::Db,
-    /// Open trees by namespace, so a request does not pay for `open_tree`.
-    trees: RwLock<HashMap<String, sled::Tree>>,
-    /// Cap on namespaces: namespace names come from clients and must not grow without bound.
-    max_namespaces: usize,
+    /// The namespaces served, for checking requests and for saying which are served.
+    namespaces: Namespaces,
+    /// The tree of every namespace served, opened at start-up and never added to, so a lookup
+    /// needs no lock and no request pays for (or causes) an `open_tree`.
+    trees: HashMap<String, sled::Tree>,
     /// fsyncs what sled wrote; a mutex only to be `Sync`: the writer thread is its one user.
     sync: Mutex<DirSync>,
     /// The versions of keys written recently, so that checking a commit rarely reads sled (a
@@ -160,53 +168,63 @@ impl VersionCache {
 }
 
 impl Db {
-    /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path, max_namespaces: usize) -> Result<Self, Error> {
+    /// Opens (or creates) the database in `dir` and the trees of `namespaces` (creating those
+    /// that are new). Trees on disk of namespaces no longer configured are left as they are,
+    /// unserved, and named in a warning: their data stays until an operator lists them again.
+    pub fn open(dir: &Path, namespaces: Namespaces) -> Result<Self, Error> {
         let db = sled::Config::new().path(dir).flush_every_ms(None).open()?;
         let mut trees = HashMap::new();
-        for name in db.tree_names() {
-            if let Some(namespace) = name.strip_prefix(TREE_PREFIX.as_bytes()) {
-                let namespace = String::from_utf8_lossy(namespace).into_owned();
-                trees.insert(namespace, db.open_tree(&name)?);
-            }
+        for namespace in namespaces.iter() {
+            let tree = db.open_tree(format!("{TREE_PREFIX}{namespace}"))?;
+            trees.insert(namespace.to_owned(), tree);
+        }
+        let unserved: Vec<String> = db
+            .tree_names()
+            .iter()
+            .filter_map(|name| name.strip_prefix(TREE_PREFIX.as_bytes()))
+            .map(|namespace| String::from_utf8_lossy(namespace).into_owned())
+            .filter(|namespace| !namespaces.contains(namespace))
+            .collect();
+        if !unserved.is_empty() {
+            tracing::warn!(
+                count = unserved.len(),
+                namespaces = %namespaces::listing(unserved.iter().map(String::as_str), unserved.len()),
+                "the data directory holds namespaces that are not configured: they are not served, \
+                 and their data is kept; add them to --namespaces to serve them again"
+            );
         }
         let sync = DirSync::open(dir).map_err(sled::Error::Io)?;
         Ok(Self {
             db,
-            trees: RwLock::new(trees),
-            max_namespaces,
+            namespaces,
+            trees,
             sync: Mutex::new(sync),
             versions: Mutex::default(),
         })
     }
 
-    fn existing_tree(&self, namespace: &str) -> Option<sled::Tree> {
-        let trees = self.trees.read().unwrap_or_else(PoisonError::into_inner);
-        trees.get(namespace).cloned()
+    /// The namespaces served.
+    pub fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
     }
 
-    /// The tree of `namespace`, created on first write (within the namespace cap).
-    fn tree_for_write(&self, namespace: &str) -> Result<sled::Tree, Error> {
-        if let Some(tree) = self.existing_tree(namespace) {
-            return Ok(tree);
+    /// The tree of `namespace`; INVALID_ARGUMENT naming `namespace` when it is not served (the
+    /// handlers check first, so this is the last line, not the first).
+    fn tree(&self, namespace: &str) -> Result<&sled::Tree, Error> {
+        match self.trees.get(namespace) {
+            Some(tree) => Ok(tree),
+            None => Err(self
+                .namespaces
+                .check(namespace)
+                .err()
+                .unwrap_or_else(|| Error::invalid("namespace", "is not served"))),
         }
-        let mut trees = self.trees.write().unwrap_or_else(PoisonError::into_inner);
-        if trees.len() >= self.max_namespaces {
-            return Err(Error::TooManyNamespaces {
-                limit: self.max_namespaces,
-            });
-        }
-        let tree = self.db.open_tree(format!("{TREE_PREFIX}{namespace}"))?;
-        trees.insert(namespace.to_string(), tree.clone());
-        Ok(tree)
     }
 
     /// The current record of a key, if any.
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Record>, Error> {
-        let Some(tree) = self.existing_tree(namespace) else {
-            return Ok(None);
-        };
-        tree.get(key)?
+        self.tree(namespace)?
+            .get(key)?
             .map(|bytes| Record::decode(&bytes))
             .transpose()
     }
@@ -221,9 +239,7 @@ impl Db {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Entry>, bool), Error> {
-        let Some(tree) = self.existing_tree(namespace) else {
-            return Ok((Vec::new(), false));
-        };
+        let tree = self.tree(namespace)?;
         let start = match after {
             Some(key) => Bound::Excluded(key.as_bytes().to_vec()),
             None => Bound::Included(prefix.as_bytes().to_vec()),
@@ -272,6 +288,7 @@ impl Db {
     pub fn stage(&self, group: &mut Group, writes: &[Write]) -> Result<Vec<u64>, Error> {
         let mut versions = Vec::with_capacity(writes.len());
         for (index, write) in writes.iter().enumerate() {
+            self.tree(&write.namespace)?;
             let staged = group
                 .staged
                 .get(write.namespace.as_str())
@@ -295,23 +312,18 @@ impl Db {
                 Change::Check => current,
             });
         }
-        // Every version matched: only now may a Put create its namespace.
+        // Every namespace is served and every version matched: stage them all.
         for (write, &version) in writes.iter().zip(&versions) {
             let value = match &write.change {
                 Change::Check => continue,
                 Change::Put(value) => Some(sled::IVec::from(Record::encode(version, value))),
                 Change::Delete => None,
             };
-            let tree = match (&write.change, self.existing_tree(&write.namespace)) {
-                (_, Some(tree)) => tree,
-                (Change::Put(_), None) => self.tree_for_write(&write.namespace)?,
-                // Deleting in a namespace that does not exist changes nothing.
-                _ => continue,
-            };
+            let tree = self.tree(&write.namespace)?;
             let slot = match group.trees.iter().position(|t| t.name() == tree.name()) {
                 Some(slot) => slot,
                 None => {
-                    group.trees.push(tree);
+                    group.trees.push(tree.clone());
                     group.trees.len() - 1
                 }
             };
@@ -393,10 +405,7 @@ impl Db {
         if let Some(version) = cached {
             return Ok(version);
         }
-        let Some(tree) = self.existing_tree(&write.namespace) else {
-            return Ok(0);
-        };
-        Ok(match tree.get(&write.key)? {
+        Ok(match self.tree(&write.namespace)?.get(&write.key)? {
             Some(bytes) => Record::split(&bytes)?.0,
             None => 0,
         })
@@ -436,10 +445,40 @@ mod tests {
         }
     }
 
+    /// The namespaces the tests' databases serve.
+    const SERVED: &str = "ns,events,ev,other";
+
+    fn open_with(dir: &Path, namespaces: &str) -> Db {
+        Db::open(dir, Namespaces::parse(namespaces).unwrap()).unwrap()
+    }
+
     fn open() -> (tempfile::TempDir, Db) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), 4).unwrap();
+        let db = open_with(dir.path(), SERVED);
         (dir, db)
+    }
+
+    /// The namespaces that have a tree in sled.
+    fn trees_on_disk(db: &Db) -> Vec<String> {
+        let mut names: Vec<String> = db
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|name| name.strip_prefix(TREE_PREFIX.as_bytes()))
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn refused_naming_namespace<T: std::fmt::Debug>(result: Result<T, Error>) {
+        match result {
+            Err(Error::InvalidArgument { field, description }) => {
+                assert_eq!(field, "namespace");
+                assert!(description.contains("not served"), "{description}");
+            }
+            other => panic!("expected INVALID_ARGUMENT naming namespace, got {other:?}"),
+        }
     }
 
     #[test]
@@ -483,35 +522,39 @@ mod tests {
     }
 
     #[test]
-    fn reads_and_deletes_do_not_create_namespaces() {
+    fn the_configured_namespaces_have_trees_from_the_start() {
         let (_dir, db) = open();
-        assert_eq!(db.get("nope", "k").unwrap(), None);
-        assert_eq!(db.scan("nope", "", None, 10).unwrap(), (vec![], false));
-        db.apply(&Write {
-            namespace: "nope".into(),
-            ..delete("k", 0)
-        })
-        .unwrap();
-        assert!(db.trees.read().unwrap().is_empty());
+        assert_eq!(trees_on_disk(&db), ["ev", "events", "ns", "other"]);
+        assert_eq!(db.get("events", "k").unwrap(), None);
+        assert_eq!(db.scan("ev", "", None, 10).unwrap(), (vec![], false));
     }
 
     #[test]
-    fn namespace_count_is_capped() {
+    fn no_read_or_write_of_an_unserved_namespace_runs_or_creates_a_tree() {
         let (_dir, db) = open();
-        for ns in ["a", "b", "c", "d"] {
-            db.apply(&Write {
-                namespace: ns.into(),
-                ..put("k", "v", 0)
-            })
-            .unwrap();
+        refused_naming_namespace(db.get("nope", "k"));
+        refused_naming_namespace(db.scan("nope", "", None, 10));
+        refused_naming_namespace(db.apply(&in_ns("nope", put("k", "v", 0))));
+        refused_naming_namespace(db.apply(&in_ns("nope", delete("k", 0))));
+        refused_naming_namespace(db.apply(&check("nope", "k", 0)));
+        assert_eq!(trees_on_disk(&db), ["ev", "events", "ns", "other"]);
+    }
+
+    #[test]
+    fn trees_of_namespaces_no_longer_configured_keep_their_data_unserved() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_with(dir.path(), "ns,other");
+            db.apply(&in_ns("other", put("k", "kept", 0))).unwrap();
+            db.flush().unwrap();
         }
-        assert!(matches!(
-            db.apply(&Write {
-                namespace: "e".into(),
-                ..put("k", "v", 0)
-            }),
-            Err(Error::TooManyNamespaces { limit: 4 })
-        ));
+        {
+            let db = open_with(dir.path(), "ns");
+            refused_naming_namespace(db.get("other", "k"));
+            assert_eq!(trees_on_disk(&db), ["ns", "other"], "the tree is kept");
+        }
+        let db = open_with(dir.path(), "ns,other");
+        assert_eq!(db.get("other", "k").unwrap().unwrap().value, b"kept");
     }
 
     #[test]
@@ -673,19 +716,21 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_write_creates_no_namespace() {
+    fn a_commit_naming_an_unserved_namespace_applies_nothing() {
         let (_dir, db) = open();
-        assert!(db.apply(&in_ns("new", put("k", "v", 1))).is_err());
-        let stale = [in_ns("new", put("k", "v", 0)), check("ns", "absent", 1)];
-        assert!(db.commit(&stale).is_err());
-        assert!(db.trees.read().unwrap().is_empty());
+        let mixed = [put("k", "v", 0), in_ns("new", put("k", "v", 0))];
+        refused_naming_namespace(db.commit(&mixed));
+        assert_eq!(db.get("ns", "k").unwrap(), None);
+        let mut group = Group::default();
+        refused_naming_namespace(db.stage(&mut group, &mixed));
+        assert!(group.is_empty(), "a refused commit stages nothing");
     }
 
     #[test]
-    fn a_check_writes_nothing_and_creates_no_namespace() {
+    fn a_check_writes_nothing() {
         let (_dir, db) = open();
-        assert_eq!(db.apply(&check("nope", "k", 0)).unwrap(), 0);
-        assert!(db.trees.read().unwrap().is_empty());
+        assert_eq!(db.apply(&check("ns", "k", 0)).unwrap(), 0);
+        assert_eq!(db.get("ns", "k").unwrap(), None);
         db.apply(&put("k", "a", 0)).unwrap();
         assert_eq!(db.commit(&[check("ns", "k", 1)]).unwrap(), [1]);
         assert_eq!(db.get("ns", "k").unwrap().unwrap().version, 1);
@@ -695,13 +740,13 @@ mod tests {
     fn flushed_writes_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = Db::open(dir.path(), 4).unwrap();
+            let db = open_with(dir.path(), SERVED);
             db.apply(&put("k", "durable", 0)).unwrap();
             db.commit(&[put("a", "1", 0), in_ns("other", put("b", "2", 0))])
                 .unwrap();
             db.flush().unwrap();
         }
-        let db = Db::open(dir.path(), 4).unwrap();
+        let db = open_with(dir.path(), SERVED);
         assert_eq!(db.get("ns", "k").unwrap().unwrap().value, b"durable");
         assert_eq!(db.get("other", "b").unwrap().unwrap().value, b"2");
     }

@@ -1,9 +1,14 @@
 //! store-svc's one error type and its single mapping onto gRPC status codes.
+//!
+//! Client input appears in messages only through [`echo`]: at most 128 bytes of it, escaped,
+//! so that no reply's trailers grow with what a client sent.
 
 use std::{borrow::Cow, collections::HashMap, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::kit::echo::{bounded, echo};
 
 /// Everything a store request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -13,11 +18,11 @@ pub enum Error {
     InvalidArgument {
         /// The offending field, as named in store.proto (`mutations[2].put.key` in a commit).
         field: Cow<'static, str>,
-        /// What is wrong and what would be accepted.
+        /// What is wrong and what would be accepted; client input in it is [`echo`]ed.
         description: String,
     },
     /// Get of a key that does not exist.
-    #[error("key {key:?} not found in namespace {namespace:?}")]
+    #[error("key {} not found in namespace {}", echo(.key), echo(.namespace))]
     NotFound {
         /// The namespace asked for.
         namespace: String,
@@ -26,7 +31,9 @@ pub enum Error {
     },
     /// The compare-and-swap condition failed: someone else wrote first.
     #[error(
-        "version conflict on {namespace}/{key:?}: expected version {expected}, current version {current} (0 means the key does not exist); read it again and retry"
+        "version conflict on {}/{}: expected version {expected}, current version {current} (0 means the key does not exist); read it again and retry",
+        echo(.namespace),
+        echo(.key)
     )]
     VersionConflict {
         /// Which write of its commit failed (0 for a lone Put or Delete).
@@ -50,12 +57,6 @@ pub enum Error {
         /// How long a client should back off.
         retry_after: Duration,
     },
-    /// A Put would create one namespace more than the store allows.
-    #[error("namespace limit reached ({limit}); reuse an existing namespace")]
-    TooManyNamespaces {
-        /// The configured limit.
-        limit: usize,
-    },
     /// The caller's deadline passed before the work ran; nothing was changed.
     #[error("deadline exceeded before the request ran; nothing was changed")]
     DeadlineExceeded,
@@ -78,12 +79,15 @@ pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(50);
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = error.code();
-        let message = error.to_string();
+        let message = bounded(error.to_string());
         match &error {
             Error::InvalidArgument { field, description } => Status::with_error_details(
                 code,
                 message,
-                ErrorDetails::with_bad_request_violation(field.clone(), description.clone()),
+                ErrorDetails::with_bad_request_violation(
+                    bounded(field.to_string()),
+                    bounded(description.clone()),
+                ),
             ),
             Error::VersionConflict { index, current, .. } => Status::with_error_details(
                 code,
@@ -115,7 +119,7 @@ impl Error {
             Self::InvalidArgument { .. } => Code::InvalidArgument,
             Self::NotFound { .. } => Code::NotFound,
             Self::VersionConflict { .. } => Code::Aborted,
-            Self::QueueFull { .. } | Self::TooManyNamespaces { .. } => Code::ResourceExhausted,
+            Self::QueueFull { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::ShuttingDown | Self::Storage(sled::Error::Io(_)) => Code::Unavailable,
             Self::Storage(sled::Error::Corruption { .. }) => Code::DataLoss,
@@ -164,10 +168,6 @@ mod tests {
                 },
                 Code::ResourceExhausted,
             ),
-            (
-                Error::TooManyNamespaces { limit: 1 },
-                Code::ResourceExhausted,
-            ),
             (Error::DeadlineExceeded, Code::DeadlineExceeded),
             (Error::ShuttingDown, Code::Unavailable),
             (
@@ -189,6 +189,29 @@ mod tests {
             .expect("BadRequest details");
         assert_eq!(details.field_violations[0].field, "namespace");
         assert!(status.message().contains("namespace"));
+    }
+
+    #[test]
+    fn messages_quote_at_most_128_bytes_of_a_key_or_namespace() {
+        let key = "k".repeat(1024);
+        let namespace = "n".repeat(64);
+        for error in [
+            Error::NotFound {
+                namespace: namespace.clone(),
+                key: key.clone(),
+            },
+            Error::VersionConflict {
+                index: 0,
+                namespace,
+                key,
+                expected: 1,
+                current: 2,
+            },
+        ] {
+            let message = Status::from(error).message().to_owned();
+            assert!(!message.contains(&"k".repeat(129)), "{message}");
+            assert!(message.contains("…(1024 bytes)"), "{message}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!
 //! - [`config`]: every setting, a flag and an environment variable.
 //! - [`validate`]: field limits and page tokens; nothing invalid gets past a handler's first lines.
+//! - [`namespaces`]: the namespaces served: configured, never created by a request.
 //! - [`db`]: sled trees per namespace, `version || value` records, the version check.
 //! - [`writer`]: the single writer thread: bounded queue → batch → one flush → answers.
 //! - [`durable`]: the fsync after each flush that makes "flushed" survive a power loss.
@@ -29,6 +30,7 @@ pub mod durable;
 pub mod error;
 pub mod kit;
 pub mod metrics;
+pub mod namespaces;
 pub mod service;
 pub mod validate;
 pub mod writer;
@@ -68,14 +70,15 @@ pub struct StoreServer {
 }
 
 impl StoreServer {
-    /// Reads the TLS files, opens the database in `config.data_dir` and starts the writer.
+    /// Reads the TLS files, opens the database in `config.data_dir` with the trees of the
+    /// configured namespaces and starts the writer.
     /// Fails with a message naming the file when a TLS file is missing or malformed (the
     /// error is then a [`kit::tls::TlsError`]), and naming the directory when sled cannot open
     /// it (missing permissions, held by another store-svc).
     pub fn open(config: Config) -> anyhow::Result<Self> {
         // Before the database: a bad certificate must not even take sled's lock.
         let tls = config.server_tls()?;
-        let db = Db::open(&config.data_dir, config.max_namespaces as usize).map_err(|e| {
+        let db = Db::open(&config.data_dir, config.namespaces.clone()).map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the database in {}: {e}",
                 config.data_dir.display()
@@ -142,7 +145,14 @@ impl StoreServer {
                  (--tls-client-ca) or restrict who can connect"
             );
         }
-        tracing::info!(%addr, tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), data_dir = %config.data_dir.display(), "store-svc serving");
+        tracing::info!(
+            %addr,
+            tls = tls.is_some(),
+            mutual_tls = config.tls_client_ca.is_some(),
+            data_dir = %config.data_dir.display(),
+            namespaces = %config.namespaces,
+            "store-svc serving"
+        );
         let grace = config.grace_period;
         let options = kit::grpc::ServeOptions {
             service_names: &[SERVICE_NAME],

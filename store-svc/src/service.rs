@@ -1,5 +1,7 @@
 //! `store.v1.StoreService`: validation at the edge, reads on the blocking pool, writes through
-//! the group-commit writer.
+//! the group-commit writer. Every namespace a request names, in any field, must be one the
+//! store serves ([`Namespaces::check`](crate::namespaces::Namespaces::check)) before the
+//! request goes further.
 
 use std::{
     sync::Arc,
@@ -17,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     db::{Change, Db, Write},
     error::Error,
-    kit::deadline::Deadline,
+    kit::{deadline::Deadline, echo::echo},
     validate::{self, PageToken},
     writer::{Pending, Writer},
 };
@@ -84,7 +86,7 @@ impl StoreApi {
             value,
             expected_version,
         } = request;
-        validate::namespace(&namespace)?;
+        self.db.namespaces().check(&namespace)?;
         validate::key(&key)?;
         validate::value(&value, self.max_value_bytes)?;
         Ok(Write {
@@ -96,13 +98,13 @@ impl StoreApi {
     }
 
     /// A validated Delete, as the Delete handler and BatchWrite both take it.
-    fn delete_write(request: DeleteRequest) -> Result<Write, Error> {
+    fn delete_write(&self, request: DeleteRequest) -> Result<Write, Error> {
         let DeleteRequest {
             namespace,
             key,
             expected_version,
         } = request;
-        validate::namespace(&namespace)?;
+        self.db.namespaces().check(&namespace)?;
         validate::key(&key)?;
         Ok(Write {
             namespace,
@@ -123,8 +125,8 @@ impl StoreApi {
             let Mutation { kind } = mutation;
             let (write, op) = match kind {
                 Some(Kind::Put(put)) => (self.put_write(put), "put"),
-                Some(Kind::Delete(delete)) => (Self::delete_write(delete), "delete"),
-                Some(Kind::Check(check)) => (Self::check_write(check), "check"),
+                Some(Kind::Delete(delete)) => (self.delete_write(delete), "delete"),
+                Some(Kind::Check(check)) => (self.check_write(check), "check"),
                 None => {
                     return Err(Error::invalid(
                         format!("mutations[{index}]"),
@@ -158,13 +160,13 @@ impl StoreApi {
     }
 
     /// A validated Check of a commit.
-    fn check_write(check: Check) -> Result<Write, Error> {
+    fn check_write(&self, check: Check) -> Result<Write, Error> {
         let Check {
             namespace,
             key,
             version,
         } = check;
-        validate::namespace(&namespace)?;
+        self.db.namespaces().check(&namespace)?;
         validate::key(&key)?;
         Ok(Write {
             namespace,
@@ -185,7 +187,7 @@ impl StoreApi {
         let (writes, op) = match entry.operation {
             Some(Operation::Put(put)) => (self.put_write(put).map(|w| vec![w]), "put"),
             Some(Operation::Delete(delete)) => {
-                (Self::delete_write(delete).map(|w| vec![w]), "delete")
+                (self.delete_write(delete).map(|w| vec![w]), "delete")
             }
             Some(Operation::Commit(commit)) => (self.commit_writes(commit), "commit"),
             None => {
@@ -283,11 +285,11 @@ fn write_result(outcome: Result<Vec<u64>, Error>, commit: bool) -> WriteResult {
 
 #[tonic::async_trait]
 impl StoreService for StoreApi {
-    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %echo(&request.get_ref().namespace), key = %echo(&request.get_ref().key)))]
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
         let GetRequest { namespace, key } = request.into_inner();
-        validate::namespace(&namespace)?;
+        self.db.namespaces().check(&namespace)?;
         validate::key(&key)?;
         let record = self
             .read(deadline, {
@@ -302,7 +304,7 @@ impl StoreService for StoreApi {
         }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %echo(&request.get_ref().namespace), key = %echo(&request.get_ref().key)))]
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
         let write = self.put_write(request.into_inner())?;
@@ -310,13 +312,13 @@ impl StoreService for StoreApi {
         Ok(Response::new(PutResponse { version }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, key = %request.get_ref().key))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %echo(&request.get_ref().namespace), key = %echo(&request.get_ref().key)))]
     async fn delete(
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
-        let write = Self::delete_write(request.into_inner())?;
+        let write = self.delete_write(request.into_inner())?;
         self.write(write, deadline).await?;
         Ok(Response::new(DeleteResponse {}))
     }
@@ -360,7 +362,7 @@ impl StoreService for StoreApi {
         Ok(Response::new(CommitResponse { versions }))
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %request.get_ref().namespace, prefix = %request.get_ref().prefix))]
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = %echo(&request.get_ref().namespace), prefix = %echo(&request.get_ref().prefix)))]
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
         let ScanRequest {
@@ -369,7 +371,7 @@ impl StoreService for StoreApi {
             page_size,
             page_token,
         } = request.into_inner();
-        validate::namespace(&namespace)?;
+        self.db.namespaces().check(&namespace)?;
         validate::prefix(&prefix)?;
         let limit = validate::page_size(page_size)?;
         let after = PageToken::decode(&page_token, &namespace, &prefix)?.map(|t| t.last_key);

@@ -1,9 +1,11 @@
 //! Request validation: every limit on a field, with a message that names the field and says
 //! what would be accepted. Handlers call these before anything touches the queue or disk.
+//! A message quotes the client's input only through [`echo`], so a field of any size gets a
+//! reply of bounded size.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::error::Error;
+use crate::{error::Error, kit::echo::echo};
 
 /// Longest key, in bytes: room for a 256-byte session key, escaped, plus a record suffix.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -18,7 +20,8 @@ pub const MAX_BATCH_WRITES: usize = 1000;
 /// Most mutations one Commit may carry.
 pub const MAX_COMMIT_MUTATIONS: usize = 100;
 
-/// A namespace is 1 to 64 characters of `[a-z0-9_-]`.
+/// A namespace is 1 to 64 characters of `[a-z0-9_-]`. Whether the store serves it is
+/// [`Namespaces::check`](crate::namespaces::Namespaces::check)'s question.
 pub fn namespace(namespace: &str) -> Result<(), Error> {
     let ok = (1..=MAX_NAMESPACE_CHARS).contains(&namespace.len())
         && namespace
@@ -29,7 +32,10 @@ pub fn namespace(namespace: &str) -> Result<(), Error> {
     } else {
         Err(Error::invalid(
             "namespace",
-            format!("{namespace:?} must be 1 to {MAX_NAMESPACE_CHARS} characters of [a-z0-9_-]"),
+            format!(
+                "{} must be 1 to {MAX_NAMESPACE_CHARS} characters of [a-z0-9_-]",
+                echo(namespace)
+            ),
         ))
     }
 }
@@ -209,6 +215,18 @@ mod tests {
             "__sled__Default",
         ] {
             assert_eq!(field_of(namespace(bad)), "namespace", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_huge_bad_namespace_is_quoted_in_part() {
+        let huge = "\u{1}".repeat(3 << 20);
+        match namespace(&huge) {
+            Err(Error::InvalidArgument { description, .. }) => {
+                assert!(description.len() < 1024, "{} bytes", description.len());
+                assert!(description.contains("…(3145728 bytes)"), "{description}");
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
         }
     }
 

@@ -259,7 +259,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::db::Change;
+    use crate::{db::Change, namespaces::Namespaces};
 
     fn put(key: &str, expected_version: u64) -> Write {
         Write {
@@ -272,7 +272,7 @@ mod tests {
 
     fn start(queue: usize, batch: usize) -> (tempfile::TempDir, Arc<Db>, Writer, WriterThread) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Arc::new(Db::open(dir.path(), 10).unwrap());
+        let db = Arc::new(Db::open(dir.path(), Namespaces::parse("ns").unwrap()).unwrap());
         let (writer, thread) = Writer::start(db.clone(), queue, batch);
         (dir, db, writer, thread)
     }

@@ -14,6 +14,8 @@
 //!   so a test sees the server's own answer to an expired request.
 //! - `raw_bytes`: [`raw_bytes::call_raw`], any unary method called with bytes that need not be
 //!   protobuf (through [`raw_bytes::RawBytesCodec`]), to test what a server makes of garbage.
+//! - `trailers`: [`trailers::call_measured`], one call over bare HTTP/2 whose status comes
+//!   back with its encoded size, to check that errors stay small whatever the input.
 //! - `status`: reading statuses per the error contract (BadRequest fields, ErrorInfo version
 //!   conflicts, codes, numbers).
 //! - `ledger`: [`KeyHistory`], what a test knows about its writes, and the durability check.
@@ -47,6 +49,7 @@ pub mod status;
 pub mod store;
 pub mod store_client;
 pub mod tls;
+pub mod trailers;
 pub mod writers;
 
 pub use ledger::KeyHistory;

@@ -337,9 +337,10 @@ pub struct SessionStack {
     pub store: StoreProcess,
 }
 
-/// Starts store-svc (its defaults) and session-svc with `options` on top of it.
+/// Starts store-svc (its defaults, namespaces included: so every session test checks that
+/// they are the ones session-svc needs) and session-svc with `options` on top of it.
 pub async fn spawn_session_stack(options: SessionOptions) -> SessionStack {
-    let store = spawn_store_with(StoreOptions::new()).await;
+    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
     let session = spawn_session(&store.endpoint(), options).await;
     SessionStack { session, store }
 }

@@ -22,6 +22,61 @@ pub const STORE_BINARY_ENV: &str = "STORE_SVC_BIN";
 /// The store API client every test and tool uses.
 pub type StoreClient = StoreServiceClient<Channel>;
 
+/// The namespaces the store tests and tools write, served by every store the harness starts
+/// besides the server's default ones (session-svc's): store-svc serves only what it is
+/// configured with, and these tests predate that rule.
+pub const TEST_NAMESPACES: &[&str] = &[
+    "api",
+    "backpressure",
+    "bad-input",
+    "batch",
+    "carts",
+    "cas",
+    "commit-a",
+    "commit-b",
+    "deadlines",
+    "durability",
+    "grpcurl",
+    "iso-a",
+    "iso-b",
+    "iso-one",
+    "loadgen",
+    "loadgen-events",
+    "malformed",
+    "never-written",
+    "pair-a",
+    "pair-b",
+    "pair-c",
+    "pair-one",
+    "power-loss",
+    "shutdown",
+    "tenant-a",
+    "tenant_b",
+    "todos",
+];
+
+/// `--namespaces` for a store that serves store-svc's default namespaces plus `extra`.
+pub fn namespaces_with(extra: &[&str]) -> String {
+    let mut list = store_svc::namespaces::DEFAULT_NAMESPACES.to_owned();
+    for namespace in extra {
+        list.push(',');
+        list.push_str(namespace);
+    }
+    list
+}
+
+/// Which namespaces a store the harness starts serves.
+#[derive(Clone, Debug, Default)]
+enum Served {
+    /// The server's defaults and [`TEST_NAMESPACES`].
+    #[default]
+    WithTestNamespaces,
+    /// The server's defaults alone: no `--namespaces` flag, as a deployment runs it.
+    ServerDefault,
+    /// Exactly this `--namespaces` value.
+    Exactly(String),
+}
+
 /// How to start one store-svc. Unset settings keep the server's defaults.
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
@@ -37,12 +92,14 @@ pub struct StoreOptions {
     default_deadline: Option<String>,
     /// `--grace-period`: how long a SIGTERMed server may drain.
     grace_period: Option<String>,
+    /// `--namespaces`: what the store serves.
+    namespaces: Served,
     /// Anything else, passed through as is.
     extra_args: Vec<OsString>,
 }
 
 impl StoreOptions {
-    /// The server's defaults on a fresh temp data directory.
+    /// The server's defaults on a fresh temp data directory, serving [`TEST_NAMESPACES`] too.
     pub fn new() -> Self {
         Self::default()
     }
@@ -93,6 +150,18 @@ impl StoreOptions {
         self.arg("--tls-client-ca").arg(ca)
     }
 
+    /// Sets `--namespaces` to exactly `namespaces` (no defaults, no test namespaces).
+    pub fn namespaces(mut self, namespaces: &[&str]) -> Self {
+        self.namespaces = Served::Exactly(namespaces.join(","));
+        self
+    }
+
+    /// Passes no `--namespaces`: the store serves its defaults (session-svc's) and nothing else.
+    pub fn default_namespaces(mut self) -> Self {
+        self.namespaces = Served::ServerDefault;
+        self
+    }
+
     /// Passes one more flag or value through unchanged.
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
         self.extra_args.push(arg.into());
@@ -117,6 +186,14 @@ impl StoreOptions {
             ),
             ("--default-deadline", self.default_deadline.clone()),
             ("--grace-period", self.grace_period.clone()),
+            (
+                "--namespaces",
+                match &self.namespaces {
+                    Served::WithTestNamespaces => Some(namespaces_with(TEST_NAMESPACES)),
+                    Served::ServerDefault => None,
+                    Served::Exactly(list) => Some(list.clone()),
+                },
+            ),
         ];
         for (flag, value) in flags {
             if let Some(value) = value {

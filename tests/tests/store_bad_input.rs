@@ -130,15 +130,14 @@ async fn invalid_namespaces_are_rejected_naming_the_namespace_field() {
 
 #[tokio::test]
 async fn namespaces_at_the_limits_are_accepted() {
-    let (_store, mut client) = spawn_store_and_client(StoreOptions::new()).await;
+    let longest = "n".repeat(64);
+    let limits = ["a", &longest, "abc-xyz_0123456789"];
+    let (_store, mut client) =
+        spawn_store_and_client(StoreOptions::new().namespaces(&limits)).await;
 
-    for namespace in [
-        "a".to_owned(),
-        "n".repeat(64),
-        "abc-xyz_0123456789".to_owned(),
-    ] {
+    for namespace in limits {
         assert_eq!(
-            put(&mut client, &namespace, "k", "v", 0).await.unwrap(),
+            put(&mut client, namespace, "k", "v", 0).await.unwrap(),
             1,
             "{namespace:?}"
         );

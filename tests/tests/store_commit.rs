@@ -225,35 +225,30 @@ async fn a_stale_put_delete_or_create_anywhere_in_a_commit_aborts_it_whole() {
 }
 
 #[tokio::test]
-async fn an_aborted_commit_creates_no_namespace() {
-    // Namespaces are capped, so one an aborted commit created would be visible: it would take
-    // a place that a later write needs.
-    let (_store, mut client) =
-        spawn_store_and_client(StoreOptions::new().arg("--max-namespaces").arg("2")).await;
+async fn a_commit_naming_a_namespace_the_store_does_not_serve_is_refused_whole() {
+    let (_store, mut client) = spawn_store_and_client(StoreOptions::new()).await;
 
     let outcome = commit(
         &mut client,
         vec![
-            put_mutation("aborted-1", "k", "v", 0),
-            put_mutation("aborted-2", "k", "v", 0),
-            check_mutation("aborted-2", "fence", 1),
+            put_mutation(NS_A, "k", "v", 0),
+            check_mutation(NS_B, "fence", 0),
+            put_mutation("not-served", "k", "v", 0),
         ],
     )
     .await;
-    assert_version_conflict(outcome, 2, 0, "a check of a key that was never written");
+    assert_invalid_argument_naming(
+        outcome,
+        "mutations[2].put.namespace",
+        "a put to a namespace not in --namespaces",
+    );
+    assert_absent(&mut client, &[(NS_A, "k")]).await;
 
-    let versions = commit(
-        &mut client,
-        vec![
-            put_mutation("kept-1", "k", "v", 0),
-            put_mutation("kept-2", "k", "v", 0),
-        ],
-    )
-    .await;
-    assert_eq!(
-        versions.map_err(|status| (status.code(), status.message().to_owned())),
-        Ok(vec![1, 1]),
-        "the first two namespaces ever written must fit under --max-namespaces 2"
+    let outcome = commit(&mut client, vec![check_mutation("not-served", "k", 0)]).await;
+    assert_invalid_argument_naming(
+        outcome,
+        "mutations[0].check.namespace",
+        "a check in a namespace not in --namespaces",
     );
 }
 

@@ -2,6 +2,7 @@
 //! stored form), `Order` → `session.v1.Order`, and request fields → domain values.
 
 use proto::session::v1 as pb;
+use store_svc::kit::echo::echo;
 
 use crate::{
     domain::{
@@ -52,8 +53,8 @@ pub fn money(field: &str, wire: Option<&pb::Money>) -> Result<Money, Error> {
         Error::invalid(
             format!("{field}.currency_code"),
             format!(
-                "{:?} is not an ISO 4217 code: three upper-case letters, e.g. USD",
-                wire.currency_code
+                "{} is not an ISO 4217 code: three upper-case letters, e.g. USD",
+                echo(&wire.currency_code)
             ),
         )
     })?;

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use prost::Message;
 use proto::session::v1 as pb;
+use store_svc::kit::echo::echo;
 
 use super::convert;
 use crate::{
@@ -416,7 +417,8 @@ impl Entity for CartEntity {
 
     fn missing(&self, key: &str) -> Error {
         Error::NotFound(format!(
-            "no shopping session with key {key:?}; start one with StartSession"
+            "no shopping session with key {}; start one with StartSession",
+            echo(key)
         ))
     }
 }

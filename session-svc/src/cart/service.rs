@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::session::v1::{self as pb, cart_service_server::CartService};
-use store_svc::kit::{deadline::Deadline, wire::PreEncoded};
+use store_svc::kit::{deadline::Deadline, echo::echo, wire::PreEncoded};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -245,7 +245,7 @@ impl CartService for CartApi {
             .iter()
             .map(|entry| prost::Message::decode(entry.value.as_slice()))
             .collect::<Result<_, _>>()
-            .map_err(|e| Error::Corrupt(format!("an event of {key:?}: {e}")))?;
+            .map_err(|e| Error::Corrupt(format!("an event of {}: {e}", echo(&key))))?;
         Ok(Response::new(pb::ListSessionEventsResponse {
             events,
             next_page_token,

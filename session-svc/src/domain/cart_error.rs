@@ -1,5 +1,6 @@
 //! Why a cart operation was refused, in terms the gRPC edge can map with one `match`.
 
+use store_svc::kit::echo::echo;
 use thiserror::Error;
 
 use super::ErrorKind;
@@ -37,7 +38,7 @@ pub enum CartError {
         item: Currency,
     },
     /// The sku is already in the cart at another unit price; a line has one price.
-    #[error("sku {sku} is in the cart at {line}; cannot add it at {item}")]
+    #[error("sku {} is in the cart at {line}; cannot add it at {item}", echo(.sku))]
     PriceMismatch {
         /// The sku of the line.
         sku: String,
@@ -53,7 +54,7 @@ pub enum CartError {
     #[error("the cart already has {MAX_LINES} lines")]
     TooManyLines,
     /// The sku to remove is not in the cart.
-    #[error("sku {sku} is not in the cart")]
+    #[error("sku {} is not in the cart", echo(.sku))]
     SkuNotInCart {
         /// The sku asked for.
         sku: String,
@@ -65,7 +66,7 @@ pub enum CartError {
         reason: &'static str,
     },
     /// A code the catalog does not offer.
-    #[error("unknown discount code {code}")]
+    #[error("unknown discount code {}", echo(.code))]
     UnknownDiscount {
         /// The code asked for (already checked to be short and printable).
         code: String,
@@ -238,7 +239,7 @@ mod tests {
         let e = every_variant().swap_remove(6);
         assert_eq!(
             e.to_string(),
-            "sku A1 is in the cart at USD 100; cannot add it at USD 200"
+            "sku \"A1\" is in the cart at USD 100; cannot add it at USD 200"
         );
     }
 

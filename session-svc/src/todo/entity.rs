@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost::Message;
 use proto::session::v1 as pb;
+use store_svc::kit::echo::echo;
 
 use crate::{
     domain::{Date, Entry, TodoList},
@@ -219,7 +220,10 @@ impl Entity for TodoEntity {
     }
 
     fn missing(&self, key: &str) -> Error {
-        Error::NotFound(format!("no to-do list named {key:?}; AddEntry creates it"))
+        Error::NotFound(format!(
+            "no to-do list named {}; AddEntry creates it",
+            echo(key)
+        ))
     }
 }
 

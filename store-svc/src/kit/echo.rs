@@ -5,12 +5,43 @@
 //! refuse to read (they then report RESOURCE_EXHAUSTED instead of the real error). Every
 //! message and detail of this project's servers quotes client input through [`echo`] or
 //! [`echo_bytes`]: at most [`ECHO_LIMIT`] bytes of it, escaped, with the full length said
-//! when it was cut.
+//! when it was cut. The escaped text is bounded too (control characters escape to several
+//! bytes each, and `grpc-message` percent-encodes again), and [`bounded`] caps a whole
+//! message by its size on the wire, so that a status always fits well under 2 KiB.
 
 use std::fmt;
 
 /// The most bytes of client input an error message repeats.
 pub const ECHO_LIMIT: usize = 128;
+
+/// The longest error message (or detail text) a server sends, in bytes as `grpc-message`
+/// carries it (percent-encoded): a net under [`echo`], so that a message that quotes input
+/// without it by mistake still keeps the trailers small.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `message`, cut (at a character boundary) where its percent-encoded form would pass
+/// [`MAX_MESSAGE_BYTES`], with `…(N bytes)` appended. Both servers pass every status message
+/// and detail text through it.
+pub fn bounded(message: String) -> String {
+    let mut cost = 0;
+    for (at, c) in message.char_indices() {
+        cost += wire_bytes(c);
+        if cost > MAX_MESSAGE_BYTES {
+            return format!("{}…({} bytes)", &message[..at], message.len());
+        }
+    }
+    message
+}
+
+/// What `c` costs in a `grpc-message` header: printable ASCII is sent as is, other bytes (and
+/// a few that tonic escapes) as `%XX`.
+fn wire_bytes(c: char) -> usize {
+    if c.is_ascii_graphic() && !matches!(c, '"' | '#' | '%' | '<' | '>' | '`' | '?' | '{' | '}') {
+        1
+    } else {
+        3 * c.len_utf8()
+    }
+}
 
 /// `input` quoted and escaped like Rust's `{:?}`, cut to its first [`ECHO_LIMIT`] bytes (at a
 /// character boundary) with `…(N bytes)` appended when longer.
@@ -38,23 +69,46 @@ enum Input<'a> {
 }
 
 impl fmt::Display for Echo<'_> {
+    /// Quotes characters (or bytes) while their escaped form stays within [`ECHO_LIMIT`]
+    /// bytes, which also shows at most that many bytes of the input.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let total = match self.0 {
+        let (shown, total) = match self.0 {
             Input::Text(text) => {
-                let mut end = text.len().min(ECHO_LIMIT);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
+                let mut escaped = String::new();
+                let mut shown = 0;
+                for c in text.chars() {
+                    let before = escaped.len();
+                    match c {
+                        // As `{:?}` of a str: a single quote needs no escape between double ones.
+                        '\'' => escaped.push(c),
+                        c => escaped.extend(c.escape_debug()),
+                    }
+                    if escaped.len() > ECHO_LIMIT {
+                        escaped.truncate(before);
+                        break;
+                    }
+                    shown += c.len_utf8();
                 }
-                write!(f, "{:?}", &text[..end])?;
-                text.len()
+                write!(f, "\"{escaped}\"")?;
+                (shown, text.len())
             }
             Input::Bytes(bytes) => {
-                let shown = &bytes[..bytes.len().min(ECHO_LIMIT)];
-                write!(f, "b\"{}\"", shown.escape_ascii())?;
-                bytes.len()
+                let mut escaped = String::new();
+                let mut shown = 0;
+                for byte in bytes {
+                    let before = escaped.len();
+                    escaped.extend(byte.escape_ascii().map(char::from));
+                    if escaped.len() > ECHO_LIMIT {
+                        escaped.truncate(before);
+                        break;
+                    }
+                    shown += 1;
+                }
+                write!(f, "b\"{escaped}\"")?;
+                (shown, bytes.len())
             }
         };
-        if total > ECHO_LIMIT {
+        if shown < total {
             write!(f, "…({total} bytes)")?;
         }
         Ok(())
@@ -91,6 +145,31 @@ mod tests {
         let long = "é".repeat(100); // 200 bytes, 2 per character
         let shown = echo(&long).to_string();
         assert!(shown.starts_with(&format!("\"{}\"", "é".repeat(ECHO_LIMIT / 2))));
+    }
+
+    #[test]
+    fn control_characters_count_as_escaped() {
+        let control = "\u{1}".repeat(1 << 20);
+        let shown = echo(&control).to_string();
+        assert!(
+            shown.len() < ECHO_LIMIT + 32,
+            "{} bytes: {shown}",
+            shown.len()
+        );
+        assert!(shown.starts_with("\"\\u{1}\\u{1}"), "{shown}");
+        assert!(shown.ends_with("…(1048576 bytes)"), "{shown}");
+        assert_eq!(echo("it's").to_string(), "\"it's\"");
+    }
+
+    #[test]
+    fn messages_are_cut_by_their_size_on_the_wire() {
+        assert_eq!(bounded("short message".into()), "short message");
+        for long in ["é".repeat(1000), "\u{1}".repeat(1000), "x".repeat(1000)] {
+            let cut = bounded(long.clone());
+            let wire: usize = cut.chars().map(wire_bytes).sum();
+            assert!(wire <= MAX_MESSAGE_BYTES + 40, "{wire} bytes on the wire");
+            assert!(cut.ends_with(&format!("…({} bytes)", long.len())), "{cut}");
+        }
     }
 
     #[test]

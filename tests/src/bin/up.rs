@@ -27,7 +27,9 @@ fn run() -> Result<(), String> {
         .map(Path::to_path_buf)
         .ok_or("no directory around the executable")?;
     build_services(&bin_dir)?;
-    let mut store = start(&bin_dir.join("store-svc"), &[])?;
+    // The README's store-svc walk writes to `demo`, served here besides session-svc's own.
+    let namespaces = tests::store::namespaces_with(&["demo"]);
+    let mut store = start(&bin_dir.join("store-svc"), &["--namespaces", &namespaces])?;
     let store_addr = listening_line(&mut store)?;
     let mut session = start(
         &bin_dir.join("session-svc"),
@@ -35,7 +37,7 @@ fn run() -> Result<(), String> {
     )?;
     let session_addr = listening_line(&mut session)?;
     println!(
-        "\nstore-svc   listening on {store_addr} (data in ./data)\n\
+        "\nstore-svc   listening on {store_addr} (data in ./data; namespaces {namespaces})\n\
          session-svc listening on {session_addr}\n\n\
          Try:\n  grpcurl -plaintext {session_addr} list\n  \
          grpcurl -plaintext -d '{{\"key\":\"demo\",\"domain\":\"shop.example\"}}' {session_addr} session.v1.CartService/StartSession\n\n\
