@@ -385,7 +385,7 @@ impl<E: Entity> Actor<E> {
             .kind
             .quarantine(&self.key, &self.cell, settings.quarantine, restarts);
         for envelope in waiting {
-            (*envelope).refuse(Error::Quarantined {
+            envelope.refuse(Error::Quarantined {
                 kind: E::KIND,
                 key: self.key.to_string(),
                 retry_after: settings.quarantine,

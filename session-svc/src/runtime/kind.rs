@@ -604,10 +604,11 @@ impl<E: Entity> Kind<E> {
         cell: &Cell<E>,
         rest: Duration,
         restarts: u32,
-    ) -> Vec<Box<Envelope<E>>> {
+    ) -> Vec<Envelope<E>> {
         let mut shard = self.inner.map.shard(key);
         let waiting = cell.mailbox.close();
         cell.watchers().take();
+        let waiting = waiting.into_iter().map(|envelope| *envelope).collect();
         let same = matches!(shard.get(key), Some(Slot::Live(live)) if live.id == cell.id);
         if same {
             shard.insert(
