@@ -549,3 +549,57 @@ async fn at_the_cap_new_keys_are_refused_only_when_nothing_is_idle() {
         assert!(f.actors.live() <= CAP);
     }
 }
+
+/// Crash loops under concurrent callers in one process, where callers can reach the registry
+/// within a microsecond of the crash: once a caller is told a key is quarantined, every
+/// later call is refused the same way, and each key ends quarantined, never live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantine_admits_no_request_between_the_crash_and_the_swap() {
+    const KEYS: usize = 100;
+    const CALLERS_PER_KEY: usize = 4;
+    let settings = Settings {
+        max_restarts: 0,
+        restart_window: Duration::from_secs(60),
+        quarantine: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 10_000);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for k in 0..KEYS {
+        let key = format!("loop-{k}");
+        add(&f.kind, &key, 1).await.unwrap();
+        for _ in 0..CALLERS_PER_KEY {
+            let (kind, key, stop) = (f.kind.clone(), key.clone(), stop.clone());
+            callers.push(tokio::spawn(async move {
+                let mut quarantined = false;
+                let mut escaped = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match kind.call(&key, Get, soon()).await {
+                        Err(Error::Quarantined { .. }) => quarantined = true,
+                        Ok(_) if quarantined => escaped += 1,
+                        _ => {}
+                    }
+                    tokio::task::yield_now().await;
+                }
+                escaped
+            }));
+        }
+    }
+    for k in 0..KEYS {
+        let _ = f.kind.call(&format!("loop-{k}"), Boom, soon()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut escaped = 0;
+    for caller in callers {
+        escaped += caller.await.unwrap();
+    }
+    assert_eq!(escaped, 0, "calls served after their key was quarantined");
+    for k in 0..KEYS {
+        let key = format!("loop-{k}");
+        let entry = f.actors.get("counter", &key).unwrap();
+        assert_eq!(entry.status, ActorStatus::Quarantined, "{key}: {entry:?}");
+    }
+    assert_eq!(f.actors.live(), 0);
+}
