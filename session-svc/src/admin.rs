@@ -5,11 +5,13 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::session::v1::{self as pb, admin_service_server::AdminService};
+use store_svc::kit::echo::echo;
+use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     error::Error,
-    runtime::{ActorInfo, ActorStatus, Actors},
+    runtime::{ActorInfo, ActorStatus, Actors, validate_key},
 };
 
 /// Default and largest page of ListActors.
@@ -44,15 +46,7 @@ impl Interceptor for AdminAuth {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // Compare every byte whatever the first difference, so timing does not leak a prefix.
-        let matches = presented.is_some_and(|p| {
-            p.len() == expected.len()
-                && p.bytes()
-                    .zip(expected.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        });
-        if matches {
+        if presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes())) {
             Ok(request)
         } else {
             Err(Status::unauthenticated(
@@ -60,6 +54,19 @@ impl Interceptor for AdminAuth {
             ))
         }
     }
+}
+
+/// True when `presented` is `expected`, in time that depends only on `expected`'s length:
+/// the presented token is cut or zero-padded to that length and compared with `subtle`, and
+/// the lengths are compared the same way, so neither a shared prefix nor a length match
+/// shows in the timing.
+fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let mut padded = vec![0u8; expected.len()];
+    let shared = presented.len().min(expected.len());
+    padded[..shared].copy_from_slice(&presented[..shared]);
+    let same_bytes = padded.ct_eq(expected);
+    let same_len = (presented.len() as u64).ct_eq(&(expected.len() as u64));
+    (same_bytes & same_len).into()
 }
 
 /// The admin service over every kind's actors.
@@ -105,6 +112,31 @@ fn parse_page_token(token: &str) -> Result<Option<(String, String)>, Error> {
     Ok(Some((kind.to_string(), key.to_string())))
 }
 
+impl AdminApi {
+    /// `kind` names a kind this server runs (empty allowed when `optional`), else
+    /// INVALID_ARGUMENT on `kind` listing them.
+    fn check_kind(&self, kind: &str, optional: bool) -> Result<(), Error> {
+        let kinds: Vec<&'static str> = self.actors.counts().into_iter().map(|(k, _)| k).collect();
+        if (optional && kind.is_empty()) || kinds.contains(&kind) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "kind",
+            format!(
+                "{} is not a kind; the kinds are {}",
+                echo(kind),
+                kinds.join(", ")
+            ),
+        ))
+    }
+
+    /// `kind` and `key` name an actor that could exist: a known kind and a valid key.
+    fn check_actor(&self, kind: &str, key: &str) -> Result<(), Error> {
+        self.check_kind(kind, false)?;
+        validate_key("key", key)
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn list_actors(
@@ -119,6 +151,7 @@ impl AdminService for AdminApi {
         };
         let status = pb::ActorStatus::try_from(r.status)
             .map_err(|_| Error::invalid("status", format!("unknown status {}", r.status)))?;
+        self.check_kind(&r.kind, true)?;
         let after = parse_page_token(&r.page_token)?;
         let mut actors: Vec<ActorInfo> = self
             .actors
@@ -154,12 +187,13 @@ impl AdminService for AdminApi {
         request: Request<pb::GetActorRequest>,
     ) -> Result<Response<pb::Actor>, Status> {
         let r = request.into_inner();
+        self.check_actor(&r.kind, &r.key)?;
         self.actors
-            .list()
-            .iter()
-            .find(|a| a.kind == r.kind && *a.key == *r.key)
-            .map(|a| Response::new(wire(a)))
-            .ok_or_else(|| Error::NotFound(format!("no actor {}/{}", r.kind, r.key)).into())
+            .get(&r.kind, &r.key)
+            .map(|a| Response::new(wire(&a)))
+            .ok_or_else(|| {
+                Error::NotFound(format!("no actor {}/{}", echo(&r.kind), echo(&r.key))).into()
+            })
     }
 
     async fn kill_actor(
@@ -167,11 +201,12 @@ impl AdminService for AdminApi {
         request: Request<pb::KillActorRequest>,
     ) -> Result<Response<pb::KillActorResponse>, Status> {
         let r = request.into_inner();
+        self.check_actor(&r.kind, &r.key)?;
         if self.actors.kill(&r.kind, &r.key) {
-            tracing::warn!(kind = %r.kind, key = %r.key, "actor killed by admin");
+            tracing::warn!(kind = %echo(&r.kind), key = %echo(&r.key), "actor killed by admin");
             Ok(Response::new(pb::KillActorResponse {}))
         } else {
-            Err(Error::NotFound(format!("no live actor {}/{}", r.kind, r.key)).into())
+            Err(Error::NotFound(format!("no live actor {}/{}", echo(&r.kind), echo(&r.key))).into())
         }
     }
 
@@ -179,13 +214,14 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::Stats>, Status> {
+        // Counters, not a walk over every actor: GetStats is cheap however many are live.
         let mut live_by_kind = BTreeMap::<String, u64>::new();
         let mut quarantined = 0;
-        for actor in self.actors.list() {
-            match actor.status {
-                ActorStatus::Live => *live_by_kind.entry(actor.kind.to_string()).or_default() += 1,
-                ActorStatus::Quarantined => quarantined += 1,
+        for (kind, counts) in self.actors.counts() {
+            if counts.live > 0 {
+                *live_by_kind.entry(kind.to_string()).or_default() += counts.live as u64;
             }
+            quarantined += counts.quarantined as u64;
         }
         Ok(Response::new(pb::Stats {
             live_actors: self.actors.live() as u64,
@@ -223,11 +259,30 @@ mod tests {
             Err(tonic::Code::Unauthenticated)
         );
         assert_eq!(call(&mut auth, None), Err(tonic::Code::Unauthenticated));
+        assert_eq!(
+            call(&mut auth, Some("Bearer s3cret-and-more")),
+            Err(tonic::Code::Unauthenticated)
+        );
         let mut disabled = AdminAuth::new(None);
         assert_eq!(
             call(&mut disabled, Some("Bearer x")),
             Err(tonic::Code::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn the_token_compare_needs_the_same_bytes_and_length() {
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        for other in [
+            &b""[..],
+            b"s3cre",
+            b"s3cret\0",
+            b"s3cres",
+            b"S3cret",
+            b"s3cretX",
+        ] {
+            assert!(!token_matches(other, b"s3cret"), "{other:?}");
+        }
     }
 
     #[test]

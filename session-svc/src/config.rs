@@ -67,6 +67,25 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_actors: u64,
 
+    /// Watch streams (WatchSession, WatchList) open at once in all; more are refused
+    /// RESOURCE_EXHAUSTED. Measured at under 35 KB of RSS per open stream (its HTTP/2
+    /// stream and buffers, a forwarding task, a few buffered states), so the default bounds
+    /// watchers to about 350 MB at worst; lower it for small pods.
+    #[arg(long, env = "SESSION_MAX_WATCHERS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_watchers: u32,
+
+    /// Watch streams open at once on one key: a few screens per user, not one client
+    /// taking every watcher slot with a single key.
+    #[arg(long, env = "SESSION_MAX_WATCHERS_PER_KEY", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_watchers_per_key: u32,
+
+    /// Longest life of a watch stream; it then ends UNAVAILABLE asking the client to
+    /// re-subscribe, so forgotten streams do not hold their slots for ever.
+    #[arg(long, env = "SESSION_WATCH_MAX_LIFETIME", default_value = "30m", value_parser = duration::parse)]
+    pub watch_max_lifetime: Duration,
+
     /// Crashes of one key tolerated within the restart window before it is quarantined.
     #[arg(long, env = "SESSION_MAX_RESTARTS", default_value_t = 3)]
     pub max_restarts: u32,
@@ -237,6 +256,8 @@ impl Config {
             quarantine: self.quarantine,
             recent_requests: self.recent_requests as usize,
             request_id_ttl: self.request_id_ttl,
+            max_watchers_per_key: self.max_watchers_per_key as usize,
+            watch_max_lifetime: self.watch_max_lifetime,
             ..Settings::default()
         }
     }
@@ -256,6 +277,9 @@ mod tests {
         assert_eq!(config.todo_idle_timeout, Duration::from_secs(600));
         assert_eq!(config.default_deadline, Duration::from_secs(5));
         assert_eq!(config.admin_token, None);
+        assert_eq!(config.max_watchers, 10_000);
+        assert_eq!(config.max_watchers_per_key, 64);
+        assert_eq!(config.watch_max_lifetime, Duration::from_secs(1800));
         assert_eq!(config.store_batching(), Some(BatchSettings::default()));
         let unbatched =
             Config::try_parse_from(["session-svc", "--store-batch-writes", "1"]).unwrap();
@@ -308,6 +332,9 @@ mod tests {
             ["--store-batch-writes", "0"],
             ["--store-batch-writes", "1001"],
             ["--store-batches-in-flight", "0"],
+            ["--max-watchers", "0"],
+            ["--max-watchers-per-key", "0"],
+            ["--watch-max-lifetime", "forever"],
         ] {
             assert!(
                 Config::try_parse_from(["session-svc", bad[0], bad[1]]).is_err(),

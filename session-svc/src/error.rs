@@ -53,6 +53,14 @@ pub enum Error {
         /// Suggested back-off.
         retry_after: Duration,
     },
+    /// A watch stream beyond `max_watchers` or `max_watchers_per_key`; `cap` names which.
+    #[error("watch refused: {cap}; retry after {retry_after:?}")]
+    WatcherLimit {
+        /// The cap that was reached, and its setting.
+        cap: String,
+        /// Suggested back-off.
+        retry_after: Duration,
+    },
     /// The caller's deadline passed before the work ran or finished.
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
@@ -143,7 +151,9 @@ impl From<Error> for Status {
             Error::NotFound(_) => Status::not_found(message),
             Error::FailedPrecondition(_) => Status::failed_precondition(message),
             Error::Aborted(_) => Status::aborted(message),
-            Error::MailboxFull { retry_after, .. } | Error::ActorLimit { retry_after, .. } => {
+            Error::MailboxFull { retry_after, .. }
+            | Error::ActorLimit { retry_after, .. }
+            | Error::WatcherLimit { retry_after, .. } => {
                 retry(Code::ResourceExhausted, retry_after)
             }
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
@@ -267,6 +277,10 @@ mod tests {
             Error::Quarantined {
                 kind: "cart",
                 key: "k".into(),
+                retry_after: wait,
+            },
+            Error::WatcherLimit {
+                cap: "64 watch streams on this key".into(),
                 retry_after: wait,
             },
         ] {

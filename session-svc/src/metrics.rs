@@ -1,15 +1,17 @@
-//! session-svc's `/metrics`: live actors against the cap, per kind, and the store write
-//! batcher's counters.
+//! session-svc's `/metrics`: live actors against the cap, per kind, crashes and quarantines,
+//! open watch streams against their cap, and the store write batcher's counters.
+//!
+//! Every figure is a counter the runtime keeps as it goes: a scrape never walks the actors,
+//! so it costs the same with a million live ones.
 
 use std::{
-    collections::BTreeMap,
     fmt::Write as _,
     sync::{Arc, atomic::Ordering},
 };
 
 use store_svc::kit::metrics::Render;
 
-use crate::runtime::{ActorStatus, Actors, batcher::BatchStats};
+use crate::runtime::{Actors, batcher::BatchStats};
 
 /// Renders the runtime's gauges in the Prometheus text format.
 pub struct SessionMetrics {
@@ -31,28 +33,57 @@ impl SessionMetrics {
 
 impl Render for SessionMetrics {
     fn render(&self, out: &mut String) {
-        let mut by_kind = BTreeMap::<(&str, &str), u64>::new();
-        for actor in self.actors.list() {
-            let status = match actor.status {
-                ActorStatus::Live => "live",
-                ActorStatus::Quarantined => "quarantined",
-            };
-            *by_kind.entry((actor.kind, status)).or_default() += 1;
-        }
+        let counts = self.actors.counts();
         let _ = writeln!(
             out,
             "# HELP session_actors Actors in the registry.\n# TYPE session_actors gauge"
         );
-        for ((kind, status), count) in by_kind {
+        for (kind, c) in &counts {
             let _ = writeln!(
                 out,
-                "session_actors{{kind=\"{kind}\",status=\"{status}\"}} {count}"
+                "session_actors{{kind=\"{kind}\",status=\"live\"}} {}\n\
+                 session_actors{{kind=\"{kind}\",status=\"quarantined\"}} {}",
+                c.live, c.quarantined
             );
         }
         let _ = writeln!(
             out,
             "# HELP session_actors_max The --max-actors cap.\n# TYPE session_actors_max gauge\nsession_actors_max {}",
             self.actors.max()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP session_actor_crashes_total Handler crashes (each one a restart or a quarantine).\n# TYPE session_actor_crashes_total counter"
+        );
+        for (kind, c) in &counts {
+            let _ = writeln!(
+                out,
+                "session_actor_crashes_total{{kind=\"{kind}\"}} {}",
+                c.crashes
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP session_actor_quarantines_total Keys quarantined after a crash loop.\n# TYPE session_actor_quarantines_total counter"
+        );
+        for (kind, c) in &counts {
+            let _ = writeln!(
+                out,
+                "session_actor_quarantines_total{{kind=\"{kind}\"}} {}",
+                c.quarantines
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP session_watchers Open watch streams.\n# TYPE session_watchers gauge"
+        );
+        for (kind, c) in &counts {
+            let _ = writeln!(out, "session_watchers{{kind=\"{kind}\"}} {}", c.watchers);
+        }
+        let _ = writeln!(
+            out,
+            "# HELP session_watchers_max The --max-watchers cap.\n# TYPE session_watchers_max gauge\nsession_watchers_max {}",
+            self.actors.max_watchers()
         );
         if let Some(stats) = &self.store_batches {
             let _ = writeln!(

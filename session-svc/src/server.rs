@@ -63,7 +63,8 @@ impl SessionServer {
     /// Builds the runtime over a given store (the in-memory one in benchmarks). Its own port
     /// is plaintext: TLS is read from the configuration by [`SessionServer::new`].
     pub fn with_store(config: Config, catalog: Catalog, store: Store) -> Self {
-        let actors = Actors::new(config.max_actors as usize);
+        let actors =
+            Actors::with_watchers(config.max_actors as usize, config.max_watchers as usize);
         let store_batches = store.batch_stats();
         let carts = Kind::new(
             CartEntity {

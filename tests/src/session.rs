@@ -158,6 +158,21 @@ impl SessionOptions {
         self.flag("--metrics-listen", addr)
     }
 
+    /// Sets `--max-watchers`.
+    pub fn max_watchers(self, streams: usize) -> Self {
+        self.flag("--max-watchers", streams)
+    }
+
+    /// Sets `--max-watchers-per-key`.
+    pub fn max_watchers_per_key(self, streams: usize) -> Self {
+        self.flag("--max-watchers-per-key", streams)
+    }
+
+    /// Sets `--watch-max-lifetime`.
+    pub fn watch_max_lifetime(self, lifetime: &str) -> Self {
+        self.flag("--watch-max-lifetime", lifetime)
+    }
+
     /// Sets `--grace-period`.
     pub fn grace_period(self, period: &str) -> Self {
         self.flag("--grace-period", period)

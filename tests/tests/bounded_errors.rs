@@ -31,18 +31,6 @@ const FILLER: u8 = b'q';
 /// How many message fields deep the cases go (BatchWrite → writes → commit → mutations → put).
 const MAX_DEPTH: usize = 4;
 
-/// The methods whose answers to these cases are settled in admin.rs, which is being changed
-/// elsewhere: until then they may quote up to the message cap (1 KiB, still far below what a
-/// client refuses) and answer NOT_FOUND or OK rather than INVALID_ARGUMENT. Remove an entry
-/// once admin.rs bounds and validates `kind` and `key`.
-const AWAITING_ADMIN_FIX: &[(&str, &str)] = &[
-    ("/session.v1.AdminService/GetActor", "kind"),
-    ("/session.v1.AdminService/GetActor", "key"),
-    ("/session.v1.AdminService/KillActor", "kind"),
-    ("/session.v1.AdminService/KillActor", "key"),
-    ("/session.v1.AdminService/ListActors", "kind"),
-];
-
 /// One RPC with one field filled.
 #[derive(Clone, Debug)]
 struct Case {
@@ -81,10 +69,6 @@ impl Case {
         if self.path == "/store.v1.StoreService/BatchWrite" {
             return Expect::OkWithInvalidResult;
         }
-        let top = self.field.split('.').next().unwrap_or_default();
-        if AWAITING_ADMIN_FIX.contains(&(self.path.as_str(), top)) {
-            return Expect::AwaitingAdminFix;
-        }
         Expect::InvalidArgument
     }
 
@@ -104,8 +88,6 @@ enum Expect {
     InvalidArgument,
     /// BatchWrite: OK, with the write's own result INVALID_ARGUMENT.
     OkWithInvalidResult,
-    /// See [`AWAITING_ADMIN_FIX`]: only the size bounds are checked.
-    AwaitingAdminFix,
 }
 
 /// Every message type of the descriptor set by full name (`.store.v1.PutRequest`).
@@ -227,10 +209,7 @@ async fn a_mebibyte_in_any_field_of_any_rpc_gets_a_small_error_that_quotes_at_mo
                 failures.push(format!("{what}: {} bytes of status", reply.status_bytes));
             }
             let expected = case.expected();
-            if expected != Expect::AwaitingAdminFix
-                && (quotes_too_much(status.message().as_bytes())
-                    || quotes_too_much(status.details()))
-            {
+            if quotes_too_much(status.message().as_bytes()) || quotes_too_much(status.details()) {
                 failures.push(format!(
                     "{what}: quotes over {ECHO_LIMIT} bytes: {status:?}"
                 ));
@@ -327,7 +306,6 @@ async fn a_default_grpcio_client_sees_the_real_error_for_a_mebibyte_in_any_field
         let fine = match case.expected() {
             Expect::InvalidArgument => code == "INVALID_ARGUMENT",
             Expect::OkWithInvalidResult => code == "OK",
-            Expect::AwaitingAdminFix => code != "RESOURCE_EXHAUSTED",
         };
         if !fine {
             failures.push(format!("{} {}: {code}", case.path, case.field));

@@ -260,11 +260,10 @@ impl CartService for CartApi {
         request: Request<pb::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
-        let (first, changes) = self.carts.watch(&request.get_ref().key, deadline).await?;
+        let subscription = self.carts.watch(&request.get_ref().key, deadline).await?;
         let entity = self.carts.entity().clone();
         Ok(Response::new(watch::stream(
-            first,
-            changes,
+            subscription,
             self.carts.draining(),
             move |session| crate::runtime::Entity::is_final(&entity, session),
         )))

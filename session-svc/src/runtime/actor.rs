@@ -6,6 +6,10 @@
 //! the store before the next message: a restart from the last durable state. More than
 //! `max_restarts` crashes within `restart_window` quarantines the key for a while. Other keys
 //! never notice (OTP would take the supervisor down after its intensity; we need not).
+//!
+//! The actor never stops itself: it hands its exit to the registry ([`Kind::quarantine`],
+//! [`Kind::retire_if_idle`]), which closes the mailbox and replaces or removes the entry
+//! under one lock, so no request can slip in between and start a fresh actor.
 
 use std::{collections::VecDeque, pin::Pin, sync::Arc, sync::atomic::Ordering};
 
@@ -15,7 +19,7 @@ use proto::{
     session::v1::{ActorRecord, RecentRequest},
     store::v1::{DeleteRequest, Mutation, PutRequest, mutation::Kind as Op},
 };
-use store_svc::kit::{claim::Claim, deadline::Deadline};
+use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
     sync::{broadcast, oneshot},
     time::Instant,
@@ -24,7 +28,7 @@ use tracing::Instrument as _;
 
 use super::{
     entity::{Child, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step},
-    kind::{Cell, Envelope, Inner, Kind, Msg, Subscription},
+    kind::{Cell, Envelope, Inner, Kind, Msg, Watching},
     panic::{CatchUnwind, message},
 };
 use crate::error::Error;
@@ -292,7 +296,6 @@ pub(super) struct Actor<E: Entity> {
 /// Runs the actor of `key` until its mailbox closes: passivated or evicted (by the registry's
 /// sweeper, when idle), quarantined, or shut down.
 ///
-///
 /// The actor is boxed: an `async fn` stores its arguments and the moved-in copies apart, so a
 /// by-value actor would sit twice in every idle task. Boxed, the task holds a pointer.
 pub(super) fn run<E: Entity>(
@@ -328,9 +331,9 @@ impl<E: Entity> Actor<E> {
             }
             // A key with no state (a read of a session never started) keeps nothing worth a
             // live actor: stop now rather than let unknown keys fill the registry.
-            if self.loaded.as_ref().is_some_and(|l| l.state.is_none()) && self.cell.close_if_idle()
+            if self.loaded.as_ref().is_some_and(|l| l.state.is_none())
+                && self.kind.retire_if_idle(&self.key, self.cell.id)
             {
-                self.kind.remove(&self.key, self.cell.id);
                 return;
             }
         }
@@ -362,6 +365,7 @@ impl<E: Entity> Actor<E> {
             self.crashes.pop_front();
         }
         let restarts = self.cell.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        self.kind.inner.crashed();
         if self.crashes.len() <= settings.max_restarts as usize {
             tracing::warn!(
                 reason,
@@ -377,15 +381,16 @@ impl<E: Entity> Actor<E> {
             quarantine = ?settings.quarantine,
             "actor crash loop; quarantining the key"
         );
-        for envelope in self.cell.mailbox.close() {
-            (*envelope).refuse(Error::Quarantined {
+        let waiting = self
+            .kind
+            .quarantine(&self.key, &self.cell, settings.quarantine, restarts);
+        for envelope in waiting {
+            envelope.refuse(Error::Quarantined {
                 kind: E::KIND,
                 key: self.key.to_string(),
                 retry_after: settings.quarantine,
             });
         }
-        self.kind
-            .quarantine(&self.key, self.cell.id, settings.quarantine, restarts);
         false
     }
 
@@ -436,11 +441,12 @@ impl<E: Entity> Actor<E> {
                     let stored = inner.store.get(namespace, &key, deadline).await?;
                     let stored = stored.ok_or_else(|| {
                         Error::Corrupt(format!(
-                            "{namespace}/{key}, written by this request, is gone"
+                            "{namespace}/{}, written by this request, is gone",
+                            echo(&key)
                         ))
                     })?;
                     decode(&stored.value)
-                        .map_err(|e| Error::Corrupt(format!("{namespace}/{key}: {e}")))
+                        .map_err(|e| Error::Corrupt(format!("{namespace}/{}: {e}", echo(&key))))
                 }
             };
         }
@@ -499,17 +505,19 @@ impl<E: Entity> Actor<E> {
             },
             Some(stored) => {
                 let record = ActorRecord::decode(stored.value.as_slice())
-                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, echo(&self.key))))?;
                 let mut state = inner
                     .entity
                     .decode_state(&record.state)
-                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                    .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, echo(&self.key))))?;
                 if let Some(children) = inner.entity.children(&self.key) {
                     let loaded = load_children(&inner.store, &children, deadline).await?;
                     inner
                         .entity
                         .attach_children(&mut state, loaded)
-                        .map_err(|e| Error::Corrupt(format!("{}/{}: {e}", E::KIND, self.key)))?;
+                        .map_err(|e| {
+                            Error::Corrupt(format!("{}/{}: {e}", E::KIND, echo(&self.key)))
+                        })?;
                 }
                 Loaded {
                     state: Some(state),
@@ -522,7 +530,9 @@ impl<E: Entity> Actor<E> {
         Ok(())
     }
 
-    async fn subscribe(&mut self, deadline: Deadline) -> Result<Subscription<E>, Error> {
+    /// Adds a watcher, within `max_watchers_per_key`: the actor handles one message at a
+    /// time, so counting its receivers here cannot race with another subscription.
+    async fn subscribe(&mut self, deadline: Deadline) -> Result<Watching<E>, Error> {
         if deadline.expired() {
             return Err(Error::DeadlineExceeded(
                 "watch request expired in the mailbox".into(),
@@ -534,9 +544,21 @@ impl<E: Entity> Actor<E> {
         let Some(state) = &loaded.state else {
             return Err(entity.missing(&self.key));
         };
-        let snapshot = entity.snapshot(state, loaded.version);
+        let settings = &self.kind.inner.settings;
         let mut watchers = self.cell.watchers();
         let sender = watchers.get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0);
+        if sender.receiver_count() >= settings.max_watchers_per_key {
+            return Err(Error::WatcherLimit {
+                cap: format!(
+                    "{} watch streams are open on this {}, the most one key may have \
+                     (--max-watchers-per-key)",
+                    settings.max_watchers_per_key,
+                    E::KIND
+                ),
+                retry_after: settings.watcher_retry_after(),
+            });
+        }
+        let snapshot = entity.snapshot(state, loaded.version);
         Ok((snapshot, sender.subscribe()))
     }
 

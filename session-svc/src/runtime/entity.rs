@@ -210,8 +210,9 @@ pub trait Request<E: Entity>: Sized + Send + 'static {
     ) -> Result<Replay<Self::Reply>, Error> {
         let _ = (entity, state, version, outcome);
         Err(Error::Corrupt(format!(
-            "{} of {key} was replayed but carries no request id",
-            self.name()
+            "{} of {} was replayed but carries no request id",
+            self.name(),
+            store_svc::kit::echo::echo(key)
         )))
     }
 

@@ -1,17 +1,24 @@
 //! One entity kind's live actors: get-or-activate, calls and casts, watches, and the
 //! [`Table`] face that the cross-kind view uses for eviction and admin.
+//!
+//! Every change of a registry entry happens under its shard's lock, and so does every close
+//! of a mailbox that changes it: an actor that stops (passivated, evicted, quarantined) hands
+//! its exit to the registry, which closes the mailbox and replaces or removes the entry in
+//! one step. A sender therefore either finds the old actor's mailbox still open (and its
+//! message is handled or refused by it) or finds the new entry, never a closed mailbox under
+//! a live entry: a crash-looping key cannot slip out of its quarantine.
 
 use std::{
     sync::{
         Arc, Mutex, MutexGuard, PoisonError, Weak,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use store_svc::kit::{claim::Claim, deadline::Deadline};
+use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
-    sync::{broadcast, oneshot, watch},
+    sync::{OwnedSemaphorePermit, broadcast, oneshot, watch},
     time::Instant,
 };
 
@@ -20,7 +27,10 @@ use super::{
     actor::{self, Call, Cast, Job},
     entity::{Entity, Request},
     mailbox::{Mailbox, Refused},
-    registry::{ActorInfo, ActorStatus, Actors, Candidate, ShardGuard, Sharded, Table},
+    registry::{
+        ActorInfo, ActorStatus, Actors, Candidate, Counts, FRONT_WINDOW, Front, ShardGuard,
+        Sharded, Table,
+    },
     store::Store,
 };
 use crate::error::Error;
@@ -67,15 +77,47 @@ pub(super) enum Msg<E: Entity> {
     /// Handle a request: a call (answered, unless its caller abandoned it first) or a cast.
     Job(Box<dyn Job<E>>),
     /// Subscribe to changes: the current snapshot and a receiver of the next ones.
-    Watch(oneshot::Sender<Result<Subscription<E>, Error>>),
+    Watch(oneshot::Sender<Result<Watching<E>, Error>>),
     /// Load the state and answer (prewarming; the activation benchmark).
     Activate(oneshot::Sender<Result<(), Error>>),
     /// Crash on purpose (admin KillActor): exercises the real supervision path.
     Crash,
 }
 
-/// A watcher's start: the state now and every change after it.
-pub type Subscription<E> = (
+/// A watcher's start: the state now, every change after it, and its place among the
+/// `max_watchers` open streams.
+pub struct Subscription<S> {
+    /// The state when the watch began.
+    pub first: S,
+    /// Every later state; closed when the actor stops (passivated, evicted, quarantined).
+    pub changes: broadcast::Receiver<S>,
+    /// Held for as long as the stream is open: one of the `max_watchers`.
+    pub slot: WatchSlot,
+    /// When the stream must end, however busy: `watch_max_lifetime` after it began.
+    pub ends_at: Instant,
+}
+
+/// A watch stream's place among the open ones (`max_watchers` in all, and the kind's count
+/// of open streams): given back when dropped, with the stream.
+pub struct WatchSlot {
+    /// One of the cross-kind `max_watchers` permits.
+    _permit: OwnedSemaphorePermit,
+    /// One of the kind's open streams, if counted for a kind.
+    _count: Option<WatcherCount>,
+}
+
+impl WatchSlot {
+    /// A slot holding `permit` (from [`Actors::watcher_permit`]), counted for no kind.
+    pub fn new(permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            _permit: permit,
+            _count: None,
+        }
+    }
+}
+
+/// What the actor answers a watch with; the caller adds the permit and the end.
+pub(super) type Watching<E> = (
     <E as Entity>::Snapshot,
     broadcast::Receiver<<E as Entity>::Snapshot>,
 );
@@ -99,7 +141,7 @@ pub(super) struct Cell<E: Entity> {
     /// Crashes of this activation, for the admin API.
     pub restarts: AtomicU32,
     /// Watchers of this key, made on first watch. Here rather than in the actor so that the
-    /// sweeper and the evictor can see whether anyone still watches.
+    /// registry can end their streams when it stops the actor.
     pub watchers: Mutex<Option<broadcast::Sender<E::Snapshot>>>,
 }
 
@@ -109,16 +151,15 @@ impl<E: Entity> Cell<E> {
         self.watchers.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// True while a watch stream is open: such an actor is never passivated or evicted.
-    fn watched(&self) -> bool {
-        self.watchers()
-            .as_ref()
-            .is_some_and(|sender| sender.receiver_count() > 0)
-    }
-
-    /// Closes the mailbox if the actor is idle and unwatched; true if it did.
-    pub(super) fn close_if_idle(&self) -> bool {
-        !self.watched() && self.mailbox.close_if_idle()
+    /// Closes the mailbox if the actor is idle, watched or not, and ends its watch streams
+    /// (they tell their clients to re-subscribe, which activates the key again); true if it
+    /// closed. Called under the shard lock, with the entry removed in the same step.
+    fn retire_if_idle(&self) -> bool {
+        let closed = self.mailbox.close_if_idle();
+        if closed {
+            self.watchers().take();
+        }
+        closed
     }
 }
 
@@ -146,10 +187,33 @@ pub(super) struct Inner<E: Entity> {
     pub actors: Arc<Actors>,
     /// This kind's actors.
     map: Sharded<Slot<E>>,
+    /// Live actors of this kind (the cross-kind view counts all kinds together).
+    live: AtomicUsize,
+    /// Quarantine entries of this kind.
+    quarantined: AtomicUsize,
+    /// Handler crashes since start.
+    crashes: AtomicU64,
+    /// Keys quarantined since start.
+    quarantines: AtomicU64,
+    /// Open watch streams of this kind.
+    watchers: Arc<AtomicUsize>,
     /// Set when the server starts draining: watch streams end.
     draining: watch::Sender<bool>,
     /// Set after the drain: no new activations, mailboxes closed.
     closed: AtomicBool,
+}
+
+impl<E: Entity> Inner<E> {
+    /// Books a live entry leaving the map: its slot goes back to the cap.
+    fn live_gone(&self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.actors.release();
+    }
+
+    /// Counts a handler crash (the actor calls it).
+    pub(super) fn crashed(&self) {
+        self.crashes.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The live actors of one kind. Cheap to clone; every clone is the same registry.
@@ -165,27 +229,45 @@ impl<E: Entity> Clone for Kind<E> {
     }
 }
 
+/// Counts a watch stream of a kind for as long as it is open.
+struct WatcherCount(Arc<AtomicUsize>);
+
+impl Drop for WatcherCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl<E: Entity> Kind<E> {
     /// A registry for `entity`, sharing `actors` (cap, eviction, admin) with other kinds.
+    ///
+    /// Its sweeper runs until the last `Kind` clone and the last actor of the kind are gone:
+    /// the cross-kind view holds the kind weakly, so nothing else keeps it alive.
     pub fn new(entity: E, store: Store, settings: Settings, actors: Arc<Actors>) -> Self {
-        let kind = Self {
-            inner: Arc::new(Inner {
-                entity,
-                store,
-                settings,
-                actors: actors.clone(),
-                map: Sharded::default(),
-                draining: watch::channel(false).0,
-                closed: AtomicBool::new(false),
-            }),
-        };
-        actors.register(Arc::new(kind.clone()));
-        tokio::spawn(sweep(Arc::downgrade(&kind.inner)));
-        kind
+        let inner = Arc::new(Inner {
+            entity,
+            store,
+            settings,
+            actors: actors.clone(),
+            map: Sharded::default(),
+            live: AtomicUsize::new(0),
+            quarantined: AtomicUsize::new(0),
+            crashes: AtomicU64::new(0),
+            quarantines: AtomicU64::new(0),
+            watchers: Arc::new(AtomicUsize::new(0)),
+            draining: watch::channel(false).0,
+            closed: AtomicBool::new(false),
+        });
+        let table: Weak<Inner<E>> = Arc::downgrade(&inner);
+        let table: Weak<dyn Table> = table;
+        actors.register(table);
+        tokio::spawn(sweep(Arc::downgrade(&inner)));
+        Self { inner }
     }
 
-    /// Passivates every actor idle for the idle timeout (and unwatched), and forgets ended
-    /// quarantines. Returns how many actors stopped.
+    /// Passivates every actor idle for the idle timeout (watched or not: its streams end
+    /// asking the client to re-subscribe), and forgets ended quarantines. Returns how many
+    /// actors stopped.
     pub fn sweep(&self) -> usize {
         let inner = &self.inner;
         let now = inner.actors.now_tick();
@@ -195,15 +277,21 @@ impl<E: Entity> Kind<E> {
         inner.map.retain(|_, slot| match slot {
             Slot::Live(cell) => {
                 let idle_for = now.saturating_sub(cell.last_used.load(Ordering::Relaxed));
-                if idle_for >= idle_ms && cell.close_if_idle() {
-                    inner.actors.release();
+                if idle_for >= idle_ms && cell.retire_if_idle() {
+                    inner.live_gone();
                     stopped += 1;
                     false
                 } else {
                     true
                 }
             }
-            Slot::Quarantined { until, .. } => *until > instant,
+            Slot::Quarantined { until, .. } => {
+                let resting = *until > instant;
+                if !resting {
+                    inner.quarantined.fetch_sub(1, Ordering::Relaxed);
+                }
+                resting
+            }
         });
         stopped
     }
@@ -250,8 +338,9 @@ impl<E: Entity> Kind<E> {
             Ok(answer) => return answer.map_err(|_| crashed())?,
             Err(_) if claim.abandon() => {
                 return Err(Error::DeadlineExceeded(format!(
-                    "{}/{key} was busy until the deadline; the request was not executed",
-                    E::KIND
+                    "{}/{} was busy until the deadline; the request was not executed",
+                    E::KIND,
+                    echo(key)
                 )));
             }
             Err(_) => {}
@@ -259,9 +348,10 @@ impl<E: Entity> Kind<E> {
         match tokio::time::timeout(RUNNING_GRACE, answer).await {
             Ok(answer) => answer.map_err(|_| crashed())?,
             Err(_) => Err(Error::StoreUnavailable(format!(
-                "{}/{key} did not finish the request by its deadline; the outcome is unknown: \
+                "{}/{} did not finish the request by its deadline; the outcome is unknown: \
                  retry with the same request id",
-                E::KIND
+                E::KIND,
+                echo(key)
             ))),
         }
     }
@@ -285,11 +375,43 @@ impl<E: Entity> Kind<E> {
         self.wait(key, answer, deadline).await?
     }
 
-    /// The current snapshot of `key` and a receiver of every later one.
-    pub async fn watch(&self, key: &str, deadline: Deadline) -> Result<Subscription<E>, Error> {
+    /// The current snapshot of `key` and a receiver of every later one, within the watcher
+    /// caps: `max_watchers` open streams in all, `max_watchers_per_key` per key; beyond
+    /// either, RESOURCE_EXHAUSTED naming the cap.
+    ///
+    /// Watching does not keep the actor live: an actor that handles no message for its idle
+    /// timeout passivates (or is evicted at the actor cap) even while watched, and its
+    /// streams end then, asking the client to re-subscribe.
+    pub async fn watch(
+        &self,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Subscription<E::Snapshot>, Error> {
+        let actors = &self.inner.actors;
+        let settings = &self.inner.settings;
+        let Some(permit) = actors.watcher_permit() else {
+            return Err(Error::WatcherLimit {
+                cap: format!(
+                    "{} watch streams are open, the most this server allows (--max-watchers)",
+                    actors.max_watchers()
+                ),
+                retry_after: settings.watcher_retry_after(),
+            });
+        };
         let (reply, answer) = oneshot::channel();
         self.send(key, Msg::Watch(reply), deadline)?;
-        self.wait(key, answer, deadline).await?
+        let (first, changes) = self.wait(key, answer, deadline).await??;
+        self.inner.watchers.fetch_add(1, Ordering::Relaxed);
+        let count = WatcherCount(self.inner.watchers.clone());
+        Ok(Subscription {
+            first,
+            changes,
+            slot: WatchSlot {
+                _permit: permit,
+                _count: Some(count),
+            },
+            ends_at: Instant::now() + settings.watch_max_lifetime,
+        })
     }
 
     /// Turns true when the server starts draining (watch streams end then).
@@ -331,8 +453,9 @@ impl<E: Entity> Kind<E> {
                 key: key.to_string(),
             }),
             Err(_) => Err(Error::DeadlineExceeded(format!(
-                "{}/{key} did not answer before the deadline",
-                E::KIND
+                "{}/{} did not answer before the deadline",
+                E::KIND,
+                echo(key)
             ))),
         }
     }
@@ -340,8 +463,9 @@ impl<E: Entity> Kind<E> {
     fn send(&self, key: &str, msg: Msg<E>, deadline: Deadline) -> Result<(), Error> {
         validate_key(E::KEY_FIELD, key)?;
         let mut envelope = Box::new(Envelope { msg, deadline });
-        // A closed mailbox means the actor stopped between lookup and push; the next lookup
-        // replaces it. Twice in a row is a passivation race, three times something else.
+        // A closed mailbox means the actor stopped between lookup and push, and the registry
+        // replaced or removed its entry in the same step: the next lookup sees that. Twice in
+        // a row is a passivation race, three times something else.
         for _ in 0..3 {
             let cell = self.get_or_activate(key)?;
             match cell.mailbox.push(envelope) {
@@ -354,10 +478,7 @@ impl<E: Entity> Kind<E> {
                         retry_after: self.inner.settings.retry_after,
                     });
                 }
-                Err(Refused::Closed(returned)) => {
-                    envelope = returned;
-                    self.remove(key, cell.id);
-                }
+                Err(Refused::Closed(returned)) => envelope = returned,
             }
         }
         Err(Error::ShuttingDown)
@@ -387,11 +508,13 @@ impl<E: Entity> Kind<E> {
             });
         }
         let mut shard = self.inner.map.shard(key);
-        if let Some(cell) = self.live_in(&mut shard, key)? {
-            actors.release(); // another request activated it meanwhile
-            return Ok(cell);
+        match self.live_in(&mut shard, key) {
+            Ok(None) => Ok(self.activate_in(shard, key)),
+            found => {
+                actors.release(); // another request activated it (or it crashed) meanwhile
+                found.map(|cell| cell.expect("matched above"))
+            }
         }
-        Ok(self.activate_in(shard, key))
     }
 
     /// Starts a new actor for `key` in the locked `shard`, whose live slot is reserved.
@@ -406,14 +529,16 @@ impl<E: Entity> Kind<E> {
         });
         let key: Arc<str> = key.into();
         shard.insert(key.clone(), Slot::Live(cell.clone()));
+        self.inner.live.fetch_add(1, Ordering::Relaxed);
         drop(shard);
         // The state loads inside the new task, so a slow load delays only this key.
         tokio::spawn(actor::run(self.clone(), key, cell.clone()));
         cell
     }
 
-    /// The live actor of `key` in the locked `shard`, if any; clears a stale entry (a closed
-    /// mailbox) and refuses a quarantined key.
+    /// The live actor of `key` in the locked `shard`, if any, touched (moved to the back of
+    /// the shard's LRU order); clears a stale entry (a mailbox closed by shutdown) and refuses
+    /// a quarantined key.
     fn live_in(
         &self,
         shard: &mut ShardGuard<'_, Slot<E>>,
@@ -422,13 +547,15 @@ impl<E: Entity> Kind<E> {
         match shard.get(key) {
             None => Ok(None),
             Some(Slot::Live(cell)) if !cell.mailbox.is_closed() => {
+                let cell = cell.clone();
                 cell.last_used
                     .store(self.inner.actors.now_tick(), Ordering::Relaxed);
-                Ok(Some(cell.clone()))
+                shard.to_back(key);
+                Ok(Some(cell))
             }
             Some(Slot::Live(_)) => {
                 shard.remove(key);
-                self.inner.actors.release();
+                self.inner.live_gone();
                 Ok(None)
             }
             Some(Slot::Quarantined { until, .. }) => {
@@ -441,28 +568,48 @@ impl<E: Entity> Kind<E> {
                     })
                 } else {
                     shard.remove(key);
+                    self.inner.quarantined.fetch_sub(1, Ordering::Relaxed);
                     Ok(None)
                 }
             }
         }
     }
 
-    /// Removes the entry of `key` if it is still activation `id`; true if it did (the caller
-    /// then owned the live slot, and it is released).
-    pub(super) fn remove(&self, key: &str, id: u64) -> bool {
+    /// The actor `id` of `key` stops because it holds nothing worth keeping live (no state),
+    /// if it is idle: closes its mailbox and removes its entry in one step. True if it did;
+    /// false if a message arrived meanwhile (the actor then goes on).
+    pub(super) fn retire_if_idle(&self, key: &str, id: u64) -> bool {
         let mut shard = self.inner.map.shard(key);
-        let same = matches!(shard.get(key), Some(Slot::Live(cell)) if cell.id == id);
-        if same {
-            shard.remove(key);
-            self.inner.actors.release();
+        match shard.get(key) {
+            Some(Slot::Live(cell)) if cell.id == id => {
+                let retired = cell.retire_if_idle();
+                if retired {
+                    shard.remove(key);
+                    self.inner.live_gone();
+                }
+                retired
+            }
+            // Not ours any more (shutdown closed the mailbox): stop if nothing waits.
+            _ => true,
         }
-        same
     }
 
-    /// Replaces activation `id` of `key` by a quarantine entry lasting `rest`.
-    pub(super) fn quarantine(&self, key: &str, id: u64, rest: Duration, restarts: u32) {
+    /// Quarantines `key` for `rest` after activation `id` crashed `restarts` times: closes
+    /// its mailbox and replaces its entry in one step, under the shard lock, so no request
+    /// can activate the key in between. Returns the messages that were still waiting, for
+    /// the caller to refuse (outside the lock).
+    pub(super) fn quarantine(
+        &self,
+        key: &str,
+        cell: &Cell<E>,
+        rest: Duration,
+        restarts: u32,
+    ) -> Vec<Envelope<E>> {
         let mut shard = self.inner.map.shard(key);
-        let same = matches!(shard.get(key), Some(Slot::Live(cell)) if cell.id == id);
+        let waiting = cell.mailbox.close();
+        cell.watchers().take();
+        let waiting = waiting.into_iter().map(|envelope| *envelope).collect();
+        let same = matches!(shard.get(key), Some(Slot::Live(live)) if live.id == cell.id);
         if same {
             shard.insert(
                 key.into(),
@@ -471,8 +618,11 @@ impl<E: Entity> Kind<E> {
                     restarts,
                 },
             );
-            self.inner.actors.release();
+            self.inner.live_gone();
+            self.inner.quarantined.fetch_add(1, Ordering::Relaxed);
+            self.inner.quarantines.fetch_add(1, Ordering::Relaxed);
         }
+        waiting
     }
 }
 
@@ -511,83 +661,116 @@ impl<E: Entity> Envelope<E> {
     }
 }
 
-impl<E: Entity> Table for Kind<E> {
+impl<E: Entity> Table for Inner<E> {
     fn kind(&self) -> &'static str {
         E::KIND
     }
 
-    fn idle_candidates(&self, out: &mut Vec<Candidate>) {
-        let table = self.table_index();
-        self.inner.map.for_each(|key, slot| {
-            if let Slot::Live(cell) = slot
-                && cell.mailbox.is_idle()
-                && !cell.watched()
-            {
-                out.push(Candidate {
-                    last_used: cell.last_used.load(Ordering::Relaxed),
-                    table,
-                    key: key.clone(),
-                    id: cell.id,
-                });
+    fn front_candidate(&self, shard: usize) -> Front {
+        let mut shard = self.map.shard_at(shard);
+        let now = Instant::now();
+        let mut skipped = Vec::new();
+        let mut ended = Vec::new();
+        let mut found = None;
+        for (key, slot) in shard.iter().take(FRONT_WINDOW) {
+            match slot {
+                Slot::Live(cell) if cell.mailbox.is_idle() => {
+                    found = Some(Candidate {
+                        last_used: cell.last_used.load(Ordering::Relaxed),
+                        table: 0,
+                        key: key.clone(),
+                        id: cell.id,
+                    });
+                    break;
+                }
+                Slot::Quarantined { until, .. } if *until <= now => ended.push(key.clone()),
+                _ => skipped.push(key.clone()),
             }
-        });
+        }
+        for key in &ended {
+            shard.remove(key);
+            self.quarantined.fetch_sub(1, Ordering::Relaxed);
+        }
+        for key in &skipped {
+            shard.to_back(key);
+        }
+        match found {
+            Some(candidate) => Front::Idle(candidate),
+            None if skipped.is_empty() && ended.is_empty() => Front::Empty,
+            None => Front::Skipped,
+        }
     }
 
     fn evict(&self, candidate: &Candidate) -> bool {
-        let mut shard = self.inner.map.shard(&candidate.key);
+        let mut shard = self.map.shard(&candidate.key);
         let evicted = match shard.get(&candidate.key) {
-            Some(Slot::Live(cell)) if cell.id == candidate.id => cell.close_if_idle(),
+            Some(Slot::Live(cell)) if cell.id == candidate.id => cell.retire_if_idle(),
             _ => false,
         };
         if evicted {
             shard.remove(&candidate.key);
-            self.inner.actors.release();
+            self.live_gone();
         }
         evicted
     }
 
     fn list(&self, out: &mut Vec<ActorInfo>) {
-        let now = self.inner.actors.now_tick();
-        self.inner.map.for_each(|key, slot| {
-            out.push(match slot {
-                Slot::Live(cell) => ActorInfo {
-                    kind: E::KIND,
-                    key: key.clone(),
-                    status: ActorStatus::Live,
-                    mailbox_len: cell.mailbox.len(),
-                    idle_for: Duration::from_millis(
-                        now.saturating_sub(cell.last_used.load(Ordering::Relaxed)),
-                    ),
-                    restarts: cell.restarts.load(Ordering::Relaxed),
-                },
-                Slot::Quarantined { restarts, .. } => ActorInfo {
-                    kind: E::KIND,
-                    key: key.clone(),
-                    status: ActorStatus::Quarantined,
-                    mailbox_len: 0,
-                    idle_for: Duration::ZERO,
-                    restarts: *restarts,
-                },
-            });
-        });
+        let now = self.actors.now_tick();
+        self.map
+            .for_each(|key, slot| out.push(info::<E>(key, slot, now)));
+    }
+
+    fn get(&self, key: &str) -> Option<ActorInfo> {
+        let now = self.actors.now_tick();
+        let shard = self.map.shard(key);
+        shard
+            .get_key_value(key)
+            .map(|(key, slot)| info::<E>(key, slot, now))
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            live: self.live.load(Ordering::Relaxed),
+            quarantined: self.quarantined.load(Ordering::Relaxed),
+            crashes: self.crashes.load(Ordering::Relaxed),
+            quarantines: self.quarantines.load(Ordering::Relaxed),
+            watchers: self.watchers.load(Ordering::Relaxed),
+        }
     }
 
     fn kill(&self, key: &str) -> bool {
-        let cell = match self.inner.map.shard(key).get(key) {
+        let cell = match self.map.shard(key).get(key) {
             Some(Slot::Live(cell)) => cell.clone(),
             _ => return false,
         };
         let envelope = Box::new(Envelope {
             msg: Msg::Crash,
-            deadline: Deadline::after(self.inner.settings.retry_after.max(Duration::from_secs(5))),
+            deadline: Deadline::after(self.settings.retry_after.max(Duration::from_secs(5))),
         });
         cell.mailbox.push(envelope).is_ok()
     }
 }
 
-impl<E: Entity> Kind<E> {
-    fn table_index(&self) -> usize {
-        // Tables are registered once, in construction order; find ours by identity.
-        self.inner.actors.index_of(E::KIND)
+/// How the admin API sees the entry `slot` of `key`.
+fn info<E: Entity>(key: &Arc<str>, slot: &Slot<E>, now: u64) -> ActorInfo {
+    match slot {
+        Slot::Live(cell) => ActorInfo {
+            kind: E::KIND,
+            key: key.clone(),
+            status: ActorStatus::Live,
+            mailbox_len: cell.mailbox.len(),
+            idle_for: Duration::from_millis(
+                now.saturating_sub(cell.last_used.load(Ordering::Relaxed)),
+            ),
+            restarts: cell.restarts.load(Ordering::Relaxed),
+        },
+        Slot::Quarantined { restarts, .. } => ActorInfo {
+            kind: E::KIND,
+            key: key.clone(),
+            status: ActorStatus::Quarantined,
+            mailbox_len: 0,
+            idle_for: Duration::ZERO,
+            restarts: *restarts,
+        },
     }
 }

@@ -12,7 +12,8 @@
 //! - [`kind`]: one kind's registry: get-or-activate, call, cast, watch.
 //! - [`actor`]: the task per key: load, handle, persist, publish, passivate, restart.
 //! - [`mailbox`]: the bounded mailbox with an atomic close-if-idle.
-//! - [`registry`]: sharded maps, the cross-kind live count, LRU eviction at `max_actors`.
+//! - [`registry`]: sharded maps in LRU order, the cross-kind live count and watcher cap,
+//!   eviction at `max_actors` from the fronts of the shards, per-kind counters.
 //! - [`store`]: the store-svc client, deadline-bounded, and its in-memory stand-in.
 //! - [`batcher`]: client-side group commit: concurrent actors' writes share one `BatchWrite`.
 //! - [`panic`]: turning a handler's panic into a crash of one actor.
@@ -32,8 +33,8 @@ use std::time::Duration;
 pub use entity::{
     Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
 };
-pub use kind::{Kind, validate_key};
-pub use registry::{ActorInfo, ActorStatus, Actors};
+pub use kind::{Kind, Subscription, WatchSlot, validate_key};
+pub use registry::{ActorInfo, ActorStatus, Actors, Counts};
 pub use store::Store;
 
 /// How a kind's actors behave under load, idleness and crashes.
@@ -55,6 +56,19 @@ pub struct Settings {
     pub request_id_ttl: Duration,
     /// Back-off suggested to clients refused for load (RetryInfo).
     pub retry_after: Duration,
+    /// Watch streams open at once on one key; more are refused RESOURCE_EXHAUSTED.
+    pub max_watchers_per_key: usize,
+    /// How long a watch stream lasts at most; it then ends UNAVAILABLE, asking the client
+    /// to re-subscribe (which also re-checks the caps and reactivates a passivated key).
+    pub watch_max_lifetime: Duration,
+}
+
+impl Settings {
+    /// Back-off suggested to a refused watcher: streams stay open for minutes, so a slot
+    /// rarely frees within the `retry_after` of a full mailbox.
+    pub fn watcher_retry_after(&self) -> Duration {
+        self.retry_after.max(Duration::from_secs(1))
+    }
 }
 
 impl Default for Settings {
@@ -68,6 +82,8 @@ impl Default for Settings {
             recent_requests: 64,
             request_id_ttl: Duration::from_secs(10 * 60),
             retry_after: Duration::from_millis(100),
+            max_watchers_per_key: 64,
+            watch_max_lifetime: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -4,21 +4,39 @@
 //! Not a registry actor: one task owning the map would serialise every lookup, which is the
 //! bottleneck seed 004 finds in its single cache process. Here a lookup locks one of
 //! [`SHARDS`] small mutexes for a hash-map probe and never across an await.
+//!
+//! Each shard keeps its entries in least-recently-touched order (a linked hash map: a touch
+//! moves the entry to the back in O(1), under the shard lock the lookup already holds), so
+//! eviction at the cap looks at the fronts of the shards, never at every actor (Orleans'
+//! activation collector, Akka's passivation). Counts for `/metrics` and GetStats are kept as
+//! counters for the same reason; only the admin ListActors walks the maps.
 
 use std::{
-    collections::HashMap,
     hash::{BuildHasher, RandomState},
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError, RwLock,
+        Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak,
         atomic::{AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use tokio::time::Instant;
+use hashlink::LinkedHashMap;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 
-/// Shards per kind: enough that two cores rarely contend, few enough to scan quickly.
+/// Shards per kind: enough that two cores rarely contend, few enough that looking at the
+/// front of each is cheap.
 pub const SHARDS: usize = 64;
+
+/// Entries looked at from the front of a shard when choosing an eviction victim: busy or
+/// quarantined entries met there are moved to the back, so the next look sees new ones.
+pub const FRONT_WINDOW: usize = 16;
+
+/// Rounds over the shard fronts that find nothing idle before an activation is refused: a
+/// round moves what it skipped to the back, so a later round looks deeper.
+const EMPTY_ROUNDS: usize = 4;
 
 /// One actor as the admin API and eviction see it, whatever its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,18 +64,50 @@ pub enum ActorStatus {
     Quarantined,
 }
 
+/// One kind's counters, read by `/metrics` and GetStats instead of listing actors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Live actors of the kind now.
+    pub live: usize,
+    /// Quarantine entries now (an ended one counts until it is swept or looked up).
+    pub quarantined: usize,
+    /// Handler crashes since start.
+    pub crashes: u64,
+    /// Keys quarantined since start.
+    pub quarantines: u64,
+    /// Open watch streams of the kind now.
+    pub watchers: usize,
+}
+
 /// What every kind's table offers the cross-kind view.
 pub trait Table: Send + Sync + 'static {
     /// The kind it holds.
     fn kind(&self) -> &'static str;
-    /// Appends this table's idle, unwatched actors as eviction candidates.
-    fn idle_candidates(&self, out: &mut Vec<Candidate>);
+    /// The first idle actor among the [`FRONT_WINDOW`] least recently touched entries of
+    /// shard `shard`, as an eviction candidate (its `table` left 0). Entries skipped on the
+    /// way (busy actors, quarantines) move to the back; ended quarantines are dropped.
+    fn front_candidate(&self, shard: usize) -> Front;
     /// Passivates `key` if it is still the same idle actor; true if it stopped.
     fn evict(&self, candidate: &Candidate) -> bool;
     /// Every entry, for the admin API.
     fn list(&self, out: &mut Vec<ActorInfo>);
+    /// The entry of `key`, if any (admin GetActor): one lookup.
+    fn get(&self, key: &str) -> Option<ActorInfo>;
+    /// The kind's counters.
+    fn counts(&self) -> Counts;
     /// Crashes the actor at `key` on purpose (admin KillActor); false if none is live.
     fn kill(&self, key: &str) -> bool;
+}
+
+/// What the front of one shard offers eviction.
+#[derive(Debug, Clone)]
+pub enum Front {
+    /// An idle actor.
+    Idle(Candidate),
+    /// Nothing idle within the window, but entries were skipped (and moved back).
+    Skipped,
+    /// Nothing at all in the window.
+    Empty,
 }
 
 /// An idle actor that could be passivated to make room.
@@ -73,46 +123,65 @@ pub struct Candidate {
     pub id: u64,
 }
 
-/// The cross-kind view: the live-actor count against `max_actors`, and every kind's table.
+/// The cross-kind view: the live-actor count against `max_actors`, the open watch streams
+/// against `max_watchers`, and every kind's table.
 pub struct Actors {
     /// Live actors of every kind.
     live: AtomicUsize,
     /// The cap; activations beyond it passivate idle actors first.
     max: usize,
-    /// Every kind's table, in registration order.
-    tables: RwLock<Vec<Arc<dyn Table>>>,
+    /// Every kind's table, in registration order. Weak: a kind owns this view (through its
+    /// `Arc<Actors>`), so a strong reference back would keep both, and the kind's sweeper,
+    /// alive for ever.
+    tables: RwLock<Vec<Weak<dyn Table>>>,
+    /// One permit per open watch stream, of any kind: the `max_watchers` cap.
+    watchers: Arc<Semaphore>,
+    /// The `max_watchers` cap, for messages and metrics.
+    max_watchers: usize,
     /// Origin of the millisecond ticks in `last_used`.
     epoch: Instant,
     /// Source of activation ids.
     next_id: AtomicUsize,
 }
 
+/// Default of `max_watchers`, for views made without one (tests, benchmarks).
+pub const DEFAULT_MAX_WATCHERS: usize = 10_000;
+
 impl Actors {
-    /// A view with a cap of `max` live actors.
+    /// A view with a cap of `max` live actors and the default watcher cap.
     pub fn new(max: usize) -> Arc<Self> {
+        Self::with_watchers(max, DEFAULT_MAX_WATCHERS)
+    }
+
+    /// A view with a cap of `max` live actors and of `max_watchers` open watch streams.
+    pub fn with_watchers(max: usize, max_watchers: usize) -> Arc<Self> {
+        let max_watchers = max_watchers.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Self {
             live: AtomicUsize::new(0),
             max: max.max(1),
             tables: RwLock::new(Vec::new()),
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
             epoch: Instant::now(),
             next_id: AtomicUsize::new(1),
         })
     }
 
     /// Adds a kind's table; returns its index.
-    pub fn register(&self, table: Arc<dyn Table>) -> usize {
+    pub fn register(&self, table: Weak<dyn Table>) -> usize {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         tables.push(table);
         tables.len() - 1
     }
 
-    /// Index of the table of `kind`; kinds are registered once each.
-    pub fn index_of(&self, kind: &str) -> usize {
+    /// The tables of the kinds still alive, with their indexes.
+    fn tables(&self) -> Vec<(usize, Arc<dyn Table>)> {
         let tables = self.tables.read().unwrap_or_else(PoisonError::into_inner);
         tables
             .iter()
-            .position(|t| t.kind() == kind)
-            .expect("every kind registers its table on construction")
+            .enumerate()
+            .filter_map(|(i, t)| t.upgrade().map(|t| (i, t)))
+            .collect()
     }
 
     /// Milliseconds since this view was made: the clock of `last_used`.
@@ -135,17 +204,24 @@ impl Actors {
         self.max
     }
 
-    /// Takes a slot for a new actor, passivating the least recently used idle actors if the
-    /// cap is reached. False if every live actor is busy or watched.
+    /// Takes a slot for a new actor, passivating least recently used idle actors one at a
+    /// time while the cap is reached. False only when nothing idle is left to passivate.
+    ///
+    /// One at a time, each followed by a fresh attempt: a batch freed at once is taken by
+    /// concurrent activations as fast as by this one, which then found the cap reached again
+    /// although idle actors remained.
     pub fn reserve(&self) -> bool {
-        if self.try_reserve() {
-            return true;
+        let mut empty_rounds = 0;
+        loop {
+            if self.try_reserve() {
+                return true;
+            }
+            match self.evict_one() {
+                Eviction::Evicted | Eviction::Raced => empty_rounds = 0,
+                Eviction::Skipped if empty_rounds + 1 < EMPTY_ROUNDS => empty_rounds += 1,
+                Eviction::Skipped | Eviction::Nothing => return self.try_reserve(),
+            }
         }
-        // Passivate a batch, not one, so that a steady stream of new keys at the cap pays for
-        // one scan per batch rather than per activation.
-        let batch = (self.max / 100).clamp(1, 10_000);
-        self.evict_lru(batch);
-        self.try_reserve()
     }
 
     /// Takes a slot if one is free, without evicting anything.
@@ -162,66 +238,123 @@ impl Actors {
         self.live.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Passivates up to `n` idle actors, least recently used first; how many stopped.
-    pub fn evict_lru(&self, n: usize) -> usize {
-        let tables = self
-            .tables
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut candidates = Vec::new();
-        for table in &tables {
-            table.idle_candidates(&mut candidates);
+    /// Passivates the least recently used idle actor found at the fronts of the shards of
+    /// every kind.
+    fn evict_one(&self) -> Eviction {
+        let tables = self.tables();
+        let mut best: Option<Candidate> = None;
+        let mut skipped = false;
+        for (index, table) in &tables {
+            for shard in 0..SHARDS {
+                match table.front_candidate(shard) {
+                    Front::Idle(candidate) => {
+                        if best
+                            .as_ref()
+                            .is_none_or(|b| candidate.last_used < b.last_used)
+                        {
+                            best = Some(Candidate {
+                                table: *index,
+                                ..candidate
+                            });
+                        }
+                    }
+                    Front::Skipped => skipped = true,
+                    Front::Empty => {}
+                }
+            }
         }
-        if candidates.len() > n {
-            candidates.select_nth_unstable_by_key(n, |c| c.last_used);
-            candidates.truncate(n);
-        }
-        candidates.sort_unstable_by_key(|c| c.last_used);
-        candidates
+        let Some(victim) = best else {
+            return if skipped {
+                Eviction::Skipped
+            } else {
+                Eviction::Nothing
+            };
+        };
+        let evicted = tables
             .iter()
-            .filter(|c| tables[c.table].evict(c))
-            .count()
+            .find(|(index, _)| *index == victim.table)
+            .is_some_and(|(_, table)| table.evict(&victim));
+        if evicted {
+            Eviction::Evicted
+        } else {
+            Eviction::Raced
+        }
     }
 
     /// Every actor of every kind, for the admin API.
     pub fn list(&self) -> Vec<ActorInfo> {
-        let tables = self
-            .tables
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
         let mut out = Vec::new();
-        for table in &tables {
+        for (_, table) in self.tables() {
             table.list(&mut out);
         }
         out
     }
 
+    /// The entry of `kind/key`, if any.
+    pub fn get(&self, kind: &str, key: &str) -> Option<ActorInfo> {
+        self.tables()
+            .iter()
+            .filter(|(_, t)| t.kind() == kind)
+            .find_map(|(_, t)| t.get(key))
+    }
+
+    /// Every kind's counters, in registration order.
+    pub fn counts(&self) -> Vec<(&'static str, Counts)> {
+        self.tables()
+            .iter()
+            .map(|(_, t)| (t.kind(), t.counts()))
+            .collect()
+    }
+
     /// Crashes the live actor `kind/key` on purpose; false if there is none.
     pub fn kill(&self, kind: &str, key: &str) -> bool {
-        let tables = self
-            .tables
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        tables
+        self.tables()
             .iter()
-            .filter(|t| t.kind() == kind)
-            .any(|t| t.kill(key))
+            .filter(|(_, t)| t.kind() == kind)
+            .any(|(_, t)| t.kill(key))
+    }
+
+    /// A place for one more watch stream, held for as long as the stream is open; `None`
+    /// when `max_watchers` streams are open.
+    pub fn watcher_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.watchers.clone().try_acquire_owned().ok()
+    }
+
+    /// The `max_watchers` cap.
+    pub fn max_watchers(&self) -> usize {
+        self.max_watchers
+    }
+
+    /// Watch streams open now, of every kind.
+    pub fn watchers(&self) -> usize {
+        self.max_watchers - self.watchers.available_permits()
     }
 }
 
-/// One independently locked part of a [`Sharded`] map.
-type Shard<V> = Mutex<HashMap<Arc<str>, V>>;
+/// What one eviction attempt did.
+enum Eviction {
+    /// An idle actor stopped and gave back its slot.
+    Evicted,
+    /// The chosen actor became busy or went away first: look again.
+    Raced,
+    /// Nothing idle at the fronts, but busy entries were moved back: a deeper look may find
+    /// one.
+    Skipped,
+    /// No actor at all at the fronts.
+    Nothing,
+}
+
+/// One shard's entries, least recently touched first.
+pub type Entries<V> = LinkedHashMap<Arc<str>, V, RandomState>;
 
 /// A locked shard.
-pub type ShardGuard<'a, V> = MutexGuard<'a, HashMap<Arc<str>, V>>;
+pub type ShardGuard<'a, V> = MutexGuard<'a, Entries<V>>;
 
-/// A map from key to `V`, split in [`SHARDS`] independently locked parts.
+/// A map from key to `V`, split in [`SHARDS`] independently locked parts, each in least
+/// recently touched order.
 pub struct Sharded<V> {
     /// The parts; a key always lives in the same one.
-    shards: Box<[Shard<V>]>,
+    shards: Box<[Mutex<Entries<V>>]>,
     /// Picks the part; random per process so clients cannot aim at one shard.
     hasher: RandomState,
 }
@@ -229,7 +362,9 @@ pub struct Sharded<V> {
 impl<V> Default for Sharded<V> {
     fn default() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LinkedHashMap::with_hasher(RandomState::new())))
+                .collect(),
             hasher: RandomState::new(),
         }
     }
@@ -239,6 +374,11 @@ impl<V> Sharded<V> {
     /// The locked shard that holds `key`.
     pub fn shard(&self, key: &str) -> ShardGuard<'_, V> {
         let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        self.shard_at(index)
+    }
+
+    /// The locked shard number `index` (below [`SHARDS`]).
+    pub fn shard_at(&self, index: usize) -> ShardGuard<'_, V> {
         self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -273,6 +413,7 @@ mod tests {
         assert!(actors.reserve());
         assert!(actors.reserve());
         assert!(!actors.reserve(), "a third slot with nothing to evict");
+        assert_eq!(actors.live(), 2);
         actors.release();
         assert!(actors.reserve());
         assert_eq!(actors.live(), 2);
@@ -289,5 +430,17 @@ mod tests {
         let mut seen = 0;
         map.for_each(|_, _| seen += 1);
         assert_eq!(seen, 1000);
+    }
+
+    #[test]
+    fn a_touched_entry_moves_to_the_back_of_its_shard() {
+        let map = Sharded::<u32>::default();
+        let mut shard = map.shard("a");
+        for key in ["a", "b", "c"] {
+            shard.insert(key.into(), 0);
+        }
+        shard.to_back("a");
+        let order: Vec<&str> = shard.keys().map(|k| &**k).collect();
+        assert_eq!(order, ["b", "c", "a"]);
     }
 }

@@ -173,11 +173,18 @@ impl Store {
         .await
         {
             Ok(page) => Ok((page.entries, page.next_page_token)),
-            Err(status) if status.code() == Code::InvalidArgument => Err(Error::invalid(
-                "page_token",
-                "is not a token this server issued for this listing; pass next_page_token \
+            // Only the page token comes from session-svc's client; any other refusal (an
+            // unserved namespace, say) is the store's answer to session-svc itself.
+            Err(status)
+                if status.code() == Code::InvalidArgument
+                    && status.message().contains("page_token") =>
+            {
+                Err(Error::invalid(
+                    "page_token",
+                    "is not a token this server issued for this listing; pass next_page_token \
                  unchanged, or empty for the first page",
-            )),
+                ))
+            }
             Err(status) => Err(Error::from_store(&status)),
         }
     }
@@ -256,8 +263,9 @@ fn memory_commit(map: &mut MemoryMap, mutations: Vec<Mutation>) -> Result<Vec<u6
             .map_or(0, |s| s.version);
         if current != expected {
             return Err(Error::Aborted(format!(
-                "version conflict on {namespace}/{key}: expected version {expected}, current \
-                 version {current}"
+                "version conflict on {namespace}/{}: expected version {expected}, current \
+                 version {current}",
+                store_svc::kit::echo::echo(&key)
             )));
         }
         versions.push(match mutation.kind {

@@ -331,8 +331,9 @@ async fn at_the_cap_the_least_recently_used_idle_actor_is_passivated() {
 async fn watchers_see_the_current_state_then_every_change_in_order() {
     let f = fixture(Settings::default(), 100);
     add(&f.kind, "k", 1).await.unwrap();
-    let (first, mut changes) = f.kind.watch("k", soon()).await.unwrap();
-    assert_eq!(first, 1);
+    let watch = f.kind.watch("k", soon()).await.unwrap();
+    assert_eq!(watch.first, 1);
+    let mut changes = watch.changes;
     for _ in 0..5 {
         add(&f.kind, "k", 1).await.unwrap();
     }
@@ -381,5 +382,224 @@ async fn reading_a_key_without_state_leaves_no_live_actor() {
         );
     }
     tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(f.actors.live(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_stops_when_its_kind_is_dropped() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    let inner = Arc::downgrade(&f.kind.inner);
+    assert!(
+        metrics.num_alive_tasks() > before,
+        "sweeper and actor running"
+    );
+    // An actor keeps its kind alive until it passivates; then nothing does.
+    f.kind.sweep();
+    tokio::time::sleep(Settings::default().idle_timeout * 2).await;
+    drop(f);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(
+        inner.upgrade().is_none(),
+        "the kind outlived its last handle"
+    );
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before,
+        "the sweeper (or an actor) is still running"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_idle_actor_passivates_and_its_watchers_are_told() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    let mut watch = f.kind.watch("k", soon()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(f.actors.live(), 0, "a watched idle actor stayed live");
+    assert!(matches!(
+        watch.changes.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Closed)
+    ));
+    // Watching again reactivates it.
+    let again = f.kind.watch("k", soon()).await.unwrap();
+    assert_eq!(again.first, 1);
+    assert_eq!(f.actors.live(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_a_watched_idle_actor_is_evicted_for_a_new_key() {
+    let f = fixture(Settings::default(), 3);
+    let mut watches = Vec::new();
+    for key in ["a", "b", "c"] {
+        add(&f.kind, key, 1).await.unwrap();
+        watches.push(f.kind.watch(key, soon()).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(add(&f.kind, "d", 1).await.unwrap(), 1);
+    assert_eq!(f.actors.live(), 3);
+    let ended: Vec<bool> = watches
+        .iter_mut()
+        .map(|w| {
+            matches!(
+                w.changes.try_recv(),
+                Err(tokio::sync::broadcast::error::TryRecvError::Closed)
+            )
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [true, false, false],
+        "the least recently used one ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn watchers_are_capped_per_key_and_in_total() {
+    let settings = Settings {
+        max_watchers_per_key: 2,
+        ..Settings::default()
+    };
+    let loads = Arc::new(AtomicUsize::new(0));
+    let actors = Actors::with_watchers(100, 3);
+    let kind = Kind::new(
+        Counter { loads },
+        Store::in_memory(),
+        settings,
+        actors.clone(),
+    );
+    add(&kind, "a", 1).await.unwrap();
+    add(&kind, "b", 1).await.unwrap();
+    let mut open = vec![
+        kind.watch("a", soon()).await.unwrap(),
+        kind.watch("a", soon()).await.unwrap(),
+    ];
+    match kind.watch("a", soon()).await {
+        Err(Error::WatcherLimit { cap, .. }) => assert!(cap.contains("per-key"), "{cap}"),
+        other => panic!("a third watcher of one key: {:?}", other.err()),
+    }
+    open.push(kind.watch("b", soon()).await.unwrap());
+    match kind.watch("b", soon()).await {
+        Err(Error::WatcherLimit { cap, .. }) => assert!(cap.contains("--max-watchers)"), "{cap}"),
+        other => panic!("a fourth watcher in all: {:?}", other.err()),
+    }
+    assert_eq!(actors.watchers(), 3);
+    assert_eq!(actors.counts()[0].1.watchers, 3);
+    drop(open);
+    assert_eq!(actors.watchers(), 0);
+    assert!(kind.watch("b", soon()).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn get_actor_and_counters_need_no_listing() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    add(&f.kind, "loop", 1).await.unwrap();
+    for _ in 0..4 {
+        let _ = f.kind.call("loop", Boom, soon()).await;
+    }
+    let live = f.actors.get("counter", "k").unwrap();
+    assert_eq!(live.status, ActorStatus::Live);
+    let resting = f.actors.get("counter", "loop").unwrap();
+    assert_eq!(resting.status, ActorStatus::Quarantined);
+    assert_eq!(resting.restarts, 4);
+    assert!(f.actors.get("counter", "nobody").is_none());
+    assert!(f.actors.get("cart", "k").is_none());
+    let counts = f.actors.counts();
+    assert_eq!(counts.len(), 1);
+    let (kind, c) = counts[0];
+    assert_eq!(kind, "counter");
+    assert_eq!(
+        (c.live, c.quarantined, c.crashes, c.quarantines),
+        (1, 1, 4, 1)
+    );
+    assert_eq!(f.actors.live(), 1);
+}
+
+/// New keys, many at once, at the cap while most live actors are idle (fewer activations run
+/// at once than the cap): each gets a slot, however the activations interleave with the
+/// evictions that free them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_cap_new_keys_are_refused_only_when_nothing_is_idle() {
+    const CAP: usize = 50;
+    let f = fixture(Settings::default(), CAP);
+    for i in 0..CAP {
+        add(&f.kind, &format!("old-{i}"), 1).await.unwrap();
+    }
+    for round in 0..20 {
+        let calls: Vec<_> = (0..CAP / 2)
+            .map(|i| {
+                let kind = f.kind.clone();
+                tokio::spawn(async move { add(&kind, &format!("new-{round}-{i}"), 1).await })
+            })
+            .collect();
+        for call in calls {
+            let answer = call.await.unwrap();
+            assert!(
+                answer.is_ok(),
+                "refused although idle actors existed: {answer:?}"
+            );
+        }
+        assert!(f.actors.live() <= CAP);
+    }
+}
+
+/// Crash loops under concurrent callers in one process, where callers can reach the registry
+/// within a microsecond of the crash: once a caller is told a key is quarantined, every
+/// later call is refused the same way, and each key ends quarantined, never live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quarantine_admits_no_request_between_the_crash_and_the_swap() {
+    const KEYS: usize = 100;
+    const CALLERS_PER_KEY: usize = 4;
+    let settings = Settings {
+        max_restarts: 0,
+        restart_window: Duration::from_secs(60),
+        quarantine: Duration::from_secs(60),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 10_000);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut callers = Vec::new();
+    for k in 0..KEYS {
+        let key = format!("loop-{k}");
+        add(&f.kind, &key, 1).await.unwrap();
+        for _ in 0..CALLERS_PER_KEY {
+            let (kind, key, stop) = (f.kind.clone(), key.clone(), stop.clone());
+            callers.push(tokio::spawn(async move {
+                let mut quarantined = false;
+                let mut escaped = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match kind.call(&key, Get, soon()).await {
+                        Err(Error::Quarantined { .. }) => quarantined = true,
+                        Ok(_) if quarantined => escaped += 1,
+                        _ => {}
+                    }
+                    tokio::task::yield_now().await;
+                }
+                escaped
+            }));
+        }
+    }
+    for k in 0..KEYS {
+        let _ = f.kind.call(&format!("loop-{k}"), Boom, soon()).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut escaped = 0;
+    for caller in callers {
+        escaped += caller.await.unwrap();
+    }
+    assert_eq!(escaped, 0, "calls served after their key was quarantined");
+    for k in 0..KEYS {
+        let key = format!("loop-{k}");
+        let entry = f.actors.get("counter", &key).unwrap();
+        assert_eq!(entry.status, ActorStatus::Quarantined, "{key}: {entry:?}");
+    }
     assert_eq!(f.actors.live(), 0);
 }

@@ -176,11 +176,10 @@ impl TodoService for TodoApi {
         request: Request<pb::WatchListRequest>,
     ) -> Result<Response<Self::WatchListStream>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
-        let (first, changes) = self.lists.watch(&request.get_ref().list, deadline).await?;
+        let subscription = self.lists.watch(&request.get_ref().list, deadline).await?;
         let entity = self.lists.entity().clone();
         Ok(Response::new(watch::stream(
-            first,
-            changes,
+            subscription,
             self.lists.draining(),
             move |snapshot| entity.is_final(snapshot),
         )))
