@@ -52,6 +52,7 @@ pub const TEST_NAMESPACES: &[&str] = &[
     "shutdown",
     "tenant-a",
     "tenant_b",
+    "tls-test",
     "todos",
 ];
 
