@@ -421,7 +421,11 @@ mod tests {
         let metrics = parse_metrics(body);
         assert_eq!(metrics.get("a_total"), Some(&12.0));
         assert_eq!(metrics.get("c"), Some(&0.5));
-        assert_eq!(metrics.get("b{x=\"1\"}"), Some(&3.0), "labelled, by name and labels");
+        assert_eq!(
+            metrics.get("b{x=\"1\"}"),
+            Some(&3.0),
+            "labelled, by name and labels"
+        );
         assert_eq!(metrics.len(), 3);
     }
 
