@@ -65,17 +65,23 @@ fn is_connection_failure(status: &tonic::Status) -> bool {
     std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
-#[tokio::test]
-async fn store_with_a_client_ca_serves_only_clients_whose_certificate_that_ca_signed() {
-    let certs = DevCerts::temp();
-    let stranger = DevCerts::temp();
+/// A store-svc with the server certificate of `certs` that admits only clients whose
+/// certificate `certs`' CA signed.
+async fn mutual_tls_store(certs: &DevCerts) -> tests::StoreProcess {
     let (cert, key) = certs.store_identity();
-    let store = spawn_store_with(
+    spawn_store_with(
         StoreOptions::new()
             .tls(&cert, &key)
             .tls_client_ca(certs.ca()),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn store_with_a_client_ca_serves_only_clients_whose_certificate_that_ca_signed() {
+    let certs = DevCerts::temp();
+    let stranger = DevCerts::temp();
+    let store = mutual_tls_store(&certs).await;
     let addr = store.addr();
 
     assert_put_refused(store.channel().await, "plaintext", "a plaintext client").await;
@@ -130,13 +136,7 @@ async fn store_with_a_client_ca_serves_only_clients_whose_certificate_that_ca_si
 #[tokio::test]
 async fn session_svc_with_the_right_certificates_serves_carts_over_mutual_tls_to_the_store() {
     let certs = DevCerts::temp();
-    let (store_cert, store_key) = certs.store_identity();
-    let store = spawn_store_with(
-        StoreOptions::new()
-            .tls(&store_cert, &store_key)
-            .tls_client_ca(certs.ca()),
-    )
-    .await;
+    let store = mutual_tls_store(&certs).await;
     let (client_cert, client_key) = certs.session_client_identity();
     let (session_cert, session_key) = certs.session_identity();
     let options = SessionOptions::new()
@@ -191,13 +191,7 @@ async fn session_svc_with_a_certificate_from_another_ca_is_refused_by_the_store_
  {
     let certs = DevCerts::temp();
     let stranger = DevCerts::temp();
-    let (store_cert, store_key) = certs.store_identity();
-    let store = spawn_store_with(
-        StoreOptions::new()
-            .tls(&store_cert, &store_key)
-            .tls_client_ca(certs.ca()),
-    )
-    .await;
+    let store = mutual_tls_store(&certs).await;
     let (client_cert, client_key) = stranger.session_client_identity();
     let options = SessionOptions::new().store_tls(&certs.ca(), Some((&client_cert, &client_key)));
     let session = spawn_session(&format!("https://{}", store.addr()), options).await;
