@@ -10,6 +10,7 @@ const FILES: &[&str] = &[
     "session/v1/money.proto",
     "session/v1/cart.proto",
     "session/v1/todo.proto",
+    "session/v1/inventory.proto",
     "session/v1/record.proto",
     "session/v1/admin.proto",
 ];

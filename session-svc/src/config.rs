@@ -62,6 +62,10 @@ pub struct Config {
     #[arg(long, env = "SESSION_TODO_IDLE_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
     pub todo_idle_timeout: Duration,
 
+    /// Idle time after which a sku (stock) actor passivates.
+    #[arg(long, env = "SESSION_SKU_IDLE_TIMEOUT", default_value = "30m", value_parser = duration::parse)]
+    pub sku_idle_timeout: Duration,
+
     /// Most live actors of all kinds; at the cap the least recently used idle ones passivate.
     #[arg(long, env = "SESSION_MAX_ACTORS", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]

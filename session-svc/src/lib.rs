@@ -25,6 +25,7 @@ pub mod cart;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod inventory;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
@@ -43,4 +44,5 @@ pub const STORE_NAMESPACES: &[&str] = &[
     cart::entity::ORDERS_NAMESPACE,
     todo::TodoEntity::KIND,
     todo::entity::ENTRIES_NAMESPACE,
+    inventory::SkuEntity::KIND,
 ];

@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use proto::session::v1::{
     admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
-    todo_service_server::TodoServiceServer,
+    inventory_service_server::InventoryServiceServer, todo_service_server::TodoServiceServer,
 };
 use store_svc::kit;
 use tokio::net::TcpListener;
@@ -15,15 +15,17 @@ use crate::{
     cart::{CartApi, CartEntity},
     config::Config,
     domain::Catalog,
+    inventory::{InventoryApi, SkuEntity},
     metrics::SessionMetrics,
     runtime::{Actors, Kind, Store, batcher::BatchStats},
     todo::{TodoApi, TodoEntity},
 };
 
 /// Full names of the services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 3] = [
+pub const SERVICE_NAMES: [&str; 4] = [
     "session.v1.CartService",
     "session.v1.TodoService",
+    "session.v1.InventoryService",
     "session.v1.AdminService",
 ];
 
@@ -37,6 +39,8 @@ pub struct SessionServer {
     carts: Kind<CartEntity>,
     /// To-do lists.
     todos: Kind<TodoEntity>,
+    /// Stock, one actor per sku.
+    skus: Kind<SkuEntity>,
     /// What the store write batcher has sent (`None`: writes are not batched).
     store_batches: Option<Arc<BatchStats>>,
     /// TLS on the public port, checked at start-up (`None`: plaintext).
@@ -78,8 +82,14 @@ impl SessionServer {
         );
         let todos = Kind::new(
             TodoEntity,
-            store,
+            store.clone(),
             config.runtime_settings(config.todo_idle_timeout),
+            actors.clone(),
+        );
+        let skus = Kind::new(
+            SkuEntity,
+            store,
+            config.runtime_settings(config.sku_idle_timeout),
             actors.clone(),
         );
         Self {
@@ -87,6 +97,7 @@ impl SessionServer {
             actors,
             carts,
             todos,
+            skus,
             store_batches,
             tls: None,
         }
@@ -109,6 +120,7 @@ impl SessionServer {
             actors,
             carts,
             todos,
+            skus,
             store_batches,
             tls,
         } = self;
@@ -129,6 +141,10 @@ impl SessionServer {
                 todos.clone(),
                 deadline,
             )))
+            .add_service(InventoryServiceServer::new(InventoryApi::new(
+                skus.clone(),
+                deadline,
+            )))
             .add_service(AdminServiceServer::with_interceptor(
                 AdminApi::new(actors.clone()),
                 AdminAuth::new(config.admin_token.clone()),
@@ -143,11 +159,12 @@ impl SessionServer {
 
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
         let drain = {
-            let (carts, todos) = (carts.clone(), todos.clone());
+            let (carts, todos, skus) = (carts.clone(), todos.clone(), skus.clone());
             async move {
                 shutdown.await;
                 carts.begin_drain();
                 todos.begin_drain();
+                skus.begin_drain();
             }
         };
         let options = kit::grpc::ServeOptions {
@@ -162,6 +179,7 @@ impl SessionServer {
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         carts.close();
         todos.close();
+        skus.close();
         served?;
         tracing::info!(live_actors = actors.live(), "session-svc stopped");
         Ok(())

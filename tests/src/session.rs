@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context;
 use proto::session::v1::{
     admin_service_client::AdminServiceClient, cart_service_client::CartServiceClient,
-    todo_service_client::TodoServiceClient,
+    inventory_service_client::InventoryServiceClient, todo_service_client::TodoServiceClient,
 };
 use tonic::{
     Request, Status,
@@ -43,6 +43,9 @@ pub type CartClient = CartServiceClient<Channel>;
 
 /// The to-do API client.
 pub type TodoClient = TodoServiceClient<Channel>;
+
+/// The InventoryService client the tests use.
+pub type InventoryClient = InventoryServiceClient<Channel>;
 
 /// The admin API client: every call carries the bearer token.
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, AdminToken>>;
@@ -291,6 +294,11 @@ impl SessionProcess {
     /// A to-do client on a new connection.
     pub async fn todo(&self) -> TodoClient {
         TodoServiceClient::new(self.connect().await)
+    }
+
+    /// An inventory client on a new connection.
+    pub async fn inventory(&self) -> InventoryClient {
+        InventoryServiceClient::new(self.connect().await)
     }
 
     /// An admin client (with the token) on a new connection.

@@ -9,9 +9,10 @@ use tests::{
     spawn_session_stack,
 };
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "session.v1.CartService",
     "session.v1.TodoService",
+    "session.v1.InventoryService",
     "session.v1.AdminService",
     "grpc.health.v1.Health",
 ];
