@@ -8,6 +8,8 @@
 //! - `session-add-item`: durable AddItem end to end (session-svc → store-svc), session-svc's
 //!   store writes batched (its default) vs one Put call per write vs `redis_cart` over a Redis
 //!   that fsyncs every write.
+//! - `sku-adjust`: durable AdjustStock through the sku actors, on one hot sku (one mailbox)
+//!   vs spread over many skus.
 //!
 //! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
 //! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
@@ -19,7 +21,7 @@
 //! # Layout
 //!
 //! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
-//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`: one benchmark each (its flags,
+//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`: one benchmark each (its flags,
 //!   what it compares, how it drives load, its header and summary).
 //! - `measure.rs`: the rotating runs every benchmark makes and what a window samples.
 //! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
@@ -34,6 +36,7 @@ mod report;
 mod servers;
 mod session_add_item;
 mod session_get;
+mod sku_adjust;
 mod store_put;
 
 use std::time::Duration;
@@ -41,7 +44,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
-use crate::{session_add_item::SessionAddItem, session_get::SessionGet, store_put::StorePut};
+use crate::{
+    session_add_item::SessionAddItem, session_get::SessionGet, sku_adjust::SkuAdjust,
+    store_put::StorePut,
+};
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
 const BUILD_FIRST: &str = "cargo build --release --workspace --bins";
@@ -68,6 +74,8 @@ enum Bench {
     /// Durable writes: AddItem end to end, store writes batched vs one Put call per write vs
     /// redis_cart over Redis.
     SessionAddItem(SessionAddItem),
+    /// Stock: AdjustStock on one hot sku (one actor) vs spread over many skus.
+    SkuAdjust(SkuAdjust),
 }
 
 /// The closed loop every benchmark runs.
@@ -116,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::StorePut(args) => store_put::run(args).await,
         Bench::SessionGet(args) => session_get::run(args).await,
         Bench::SessionAddItem(args) => session_add_item::run(args).await,
+        Bench::SkuAdjust(args) => sku_adjust::run(args).await,
     }
 }
 
