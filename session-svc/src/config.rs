@@ -62,6 +62,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_TODO_IDLE_TIMEOUT", default_value = "10m", value_parser = duration::parse)]
     pub todo_idle_timeout: Duration,
 
+    /// How long an active cart may go untouched before it expires (its durable reminder fires
+    /// even if its actor passivated or session-svc restarted meanwhile).
+    #[arg(long, env = "SESSION_CART_TTL", default_value = "168h", value_parser = duration::parse)]
+    pub cart_ttl: Duration,
+
     /// Idle time after which a sku (stock) actor passivates.
     #[arg(long, env = "SESSION_SKU_IDLE_TIMEOUT", default_value = "30m", value_parser = duration::parse)]
     pub sku_idle_timeout: Duration,

@@ -45,4 +45,5 @@ pub const STORE_NAMESPACES: &[&str] = &[
     todo::TodoEntity::KIND,
     todo::entity::ENTRIES_NAMESPACE,
     inventory::SkuEntity::KIND,
+    runtime::REMINDERS_NAMESPACE,
 ];

@@ -75,6 +75,7 @@ impl SessionServer {
                 catalog,
                 log_limit: config.log_limit as usize,
                 events_per_cart: u64::from(config.events_per_cart),
+                ttl: Some(config.cart_ttl),
             },
             store.clone(),
             config.runtime_settings(config.cart_idle_timeout),

@@ -106,6 +106,11 @@ impl SessionOptions {
         self.flag("--cart-idle-timeout", timeout)
     }
 
+    /// Sets `--cart-ttl` (e.g. `"2s"`).
+    pub fn cart_ttl(self, ttl: &str) -> Self {
+        self.flag("--cart-ttl", ttl)
+    }
+
     /// Sets `--todo-idle-timeout`.
     pub fn todo_idle_timeout(self, timeout: &str) -> Self {
         self.flag("--todo-idle-timeout", timeout)

@@ -103,6 +103,9 @@ pub struct CartEntity {
     pub log_limit: usize,
     /// Events kept per cart as records of their own; the oldest beyond it are deleted.
     pub events_per_cart: u64,
+    /// How long an active cart may go untouched before its durable reminder expires it
+    /// (`None`: carts never expire).
+    pub ttl: Option<std::time::Duration>,
 }
 
 impl CartEntity {
@@ -396,6 +399,37 @@ impl Entity for CartEntity {
     const KEY_FIELD: &'static str = "key";
     type State = Cart;
     type Snapshot = pb::Session;
+    const REMINDERS: bool = true;
+
+    /// An active cart wants its reminder when it will have been untouched for the TTL.
+    fn reminder_due(&self, cart: &Cart) -> Option<i64> {
+        let ttl = i64::try_from(self.ttl?.as_millis()).unwrap_or(i64::MAX);
+        cart.is_active()
+            .then(|| cart.updated_at_ms.saturating_add(ttl))
+    }
+
+    /// Expires an active cart untouched for the TTL: status `expired`, an `expired` event.
+    /// A cart touched since the reminder was set is left alone (its next reminder is due at
+    /// its new TTL); a closed cart needs nothing. Idempotent.
+    fn on_reminder(
+        &self,
+        _key: &str,
+        cart: &mut Cart,
+        ctx: Ctx,
+        records: &mut Vec<RecordWrite>,
+    ) -> Result<bool, Error> {
+        let Some(ttl) = self.ttl else {
+            return Ok(false);
+        };
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        if !cart.is_active() || cart.idle_ms(ctx.now_ms) < ttl {
+            return Ok(false);
+        }
+        let before = cart.event_count;
+        cart.expire(&self.domain_ctx(ctx))?;
+        records.extend(self.event_writes(cart, before, Vec::new()));
+        Ok(true)
+    }
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Cart, String> {
         let stored = pb::Session::decode(bytes).map_err(|e| e.to_string())?;
@@ -449,6 +483,7 @@ mod tests {
             catalog: Catalog::default(),
             log_limit: 10,
             events_per_cart: 3,
+            ttl: None,
         };
         Kind::new(
             entity,
@@ -514,6 +549,7 @@ mod tests {
                 catalog: Catalog::default(),
                 log_limit: 2,
                 events_per_cart: 3,
+                ttl: None,
             },
             store.clone(),
             Settings::default(),

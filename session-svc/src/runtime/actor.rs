@@ -48,6 +48,8 @@ struct Loaded<E: Entity> {
     version: u64,
     /// Idempotency memory: the recent request ids, oldest first, bounded by count and age.
     recent: VecDeque<RecentRequest>,
+    /// Due time of the reminder indexed for this actor (0: none).
+    reminder_ms: i64,
 }
 
 /// Commits what a command changed: the actor's record (state and recent request ids) at the
@@ -68,7 +70,7 @@ async fn persist<E: Entity, R: Request<E>>(
         .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
     let written = Bytes::from(R::encode_written(&inner.entity, state, &reply));
     let reply = R::keep_written(reply, written.clone());
-    let record = encode_record(&written, &loaded.recent);
+    let record = encode_record(&written, &loaded.recent, loaded.reminder_ms);
     if record.len() > MAX_RECORD_BYTES {
         return Err(Error::FailedPrecondition(format!(
             "this change would make the stored {} record {} bytes, over the {MAX_RECORD_BYTES}-byte \
@@ -117,7 +119,7 @@ fn mutation(namespace: String, key: String, value: Option<Vec<u8>>, expected: u6
 }
 
 /// `session.v1.ActorRecord`, encoded field by field so the state's bytes are not copied twice.
-fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>) -> Vec<u8> {
+fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>, reminder_ms: i64) -> Vec<u8> {
     use prost::encoding::{WireType, encode_key, encode_varint, message};
     let mut buf = Vec::with_capacity(
         state.len() + 8 + recent.iter().map(|r| r.encoded_len() + 4).sum::<usize>(),
@@ -130,7 +132,55 @@ fn encode_record(state: &[u8], recent: &VecDeque<RecentRequest>) -> Vec<u8> {
     for request in recent {
         message::encode(2, request, &mut buf);
     }
+    if reminder_ms != 0 {
+        prost::encoding::int64::encode(3, &reminder_ms, &mut buf);
+    }
     buf
+}
+
+/// The reminder index record of `kind/key` due at `due_ms` (see `session.v1.ActorRecord`).
+fn reminder_record(kind: &str, key: &str, due_ms: i64, put: bool) -> RecordWrite {
+    RecordWrite {
+        namespace: super::REMINDERS_NAMESPACE,
+        key: super::reminder_key(kind, due_ms, key),
+        value: put.then(|| key.as_bytes().to_vec()),
+        // Each index record is written once and deleted once.
+        expected_version: u64::from(!put),
+    }
+}
+
+/// Keeps the reminder index in step with a write: retires `fired` (the reminder this write
+/// handles, if it is the indexed one) and indexes what the new state wants when that is
+/// earlier than what is indexed (a later wish waits for the indexed one to fire). Returns the
+/// due time indexed after the write.
+fn reindex<E: Entity>(
+    entity: &E,
+    key: &str,
+    state: Option<&E::State>,
+    indexed: i64,
+    fired: Option<i64>,
+    now_ms: i64,
+    records: &mut Vec<RecordWrite>,
+) -> i64 {
+    let mut current = indexed;
+    if current != 0 && fired == Some(current) {
+        records.push(reminder_record(E::KIND, key, current, false));
+        current = 0;
+    }
+    let Some(wanted) = state.and_then(|state| entity.reminder_due(state)) else {
+        return current;
+    };
+    // A wish already past (its handler did not settle it) is retried a second from now, and
+    // never at the key just retired in this same commit.
+    let wanted = wanted.max(now_ms.saturating_add(1_000));
+    if current == 0 || wanted < current {
+        if current != 0 {
+            records.push(reminder_record(E::KIND, key, current, false));
+        }
+        records.push(reminder_record(E::KIND, key, wanted, true));
+        current = wanted;
+    }
+    current
 }
 
 /// What the idempotency memory says about a request id.
@@ -427,6 +477,7 @@ impl<E: Entity> Actor<E> {
         let loaded = self.loaded.as_mut().expect("loaded above");
         let rpc = command.name();
         let request = command.request_id().cloned();
+        let fired = command.fired_reminder();
         if let Some(request) = &request
             && let Seen::Retry(outcome) = seen(&loaded.recent, rpc, request)?
         {
@@ -451,7 +502,7 @@ impl<E: Entity> Actor<E> {
             };
         }
         let ctx = Ctx::now(loaded.version);
-        let (reply, records, outcome) =
+        let (reply, mut records, outcome) =
             match command.handle(entity, &self.key, &mut loaded.state, ctx)? {
                 Step::Read(reply) => return Ok(reply),
                 Step::Write {
@@ -475,6 +526,17 @@ impl<E: Entity> Actor<E> {
                 entry,
                 settings.recent_requests,
                 settings.request_id_ttl,
+            );
+        }
+        if E::REMINDERS {
+            loaded.reminder_ms = reindex(
+                entity,
+                &self.key,
+                loaded.state.as_ref(),
+                loaded.reminder_ms,
+                fired,
+                ctx.now_ms,
+                &mut records,
             );
         }
         let written = persist::<E, R>(&inner, &self.key, loaded, reply, records, deadline).await;
@@ -502,6 +564,7 @@ impl<E: Entity> Actor<E> {
                 state: None,
                 version: 0,
                 recent: VecDeque::new(),
+                reminder_ms: 0,
             },
             Some(stored) => {
                 let record = ActorRecord::decode(stored.value.as_slice())
@@ -523,6 +586,7 @@ impl<E: Entity> Actor<E> {
                     state: Some(state),
                     version: stored.version,
                     recent: record.recent_requests.into(),
+                    reminder_ms: record.reminder_ms,
                 }
             }
         };
@@ -593,10 +657,13 @@ mod tests {
     #[test]
     fn a_record_encoded_by_hand_decodes_as_an_actor_record() {
         let recent: VecDeque<RecentRequest> = vec![request("r-1", 5)].into();
-        let bytes = encode_record(b"state", &recent);
+        let bytes = encode_record(b"state", &recent, 1_700_000_000_000);
         let record = ActorRecord::decode(bytes.as_slice()).unwrap();
         assert_eq!(record.state, b"state");
         assert_eq!(record.recent_requests, Vec::from(recent));
+        assert_eq!(record.reminder_ms, 1_700_000_000_000);
+        let none = ActorRecord::decode(encode_record(b"s", &VecDeque::new(), 0).as_slice());
+        assert_eq!(none.unwrap().reminder_ms, 0);
     }
 
     #[test]

@@ -169,6 +169,31 @@ pub trait Entity: Send + Sync + 'static {
     fn is_final(&self, snapshot: &Self::Snapshot) -> bool;
     /// The error for a request that needs state at a key that has none (watching, reading).
     fn missing(&self, key: &str) -> Error;
+
+    /// Whether this kind's actors use durable reminders ([`Entity::reminder_due`]): only then
+    /// does the runtime watch the reminder index for it.
+    const REMINDERS: bool = false;
+
+    /// When `state` wants its reminder, in milliseconds since the Unix epoch (`None`: never).
+    /// The runtime keeps one indexed reminder per actor and moves it only earlier on a write
+    /// (a later wish is met when the indexed one fires and finds nothing due yet), so a
+    /// reminder that moves with every change costs no extra write per change.
+    fn reminder_due(&self, _state: &Self::State) -> Option<i64> {
+        None
+    }
+
+    /// Handles a reminder that fired for `key` at `ctx.now_ms`: changes `state` if something
+    /// is due (an expiry), appending the records that change writes to `records`; true if it
+    /// changed. Called at least once per due reminder, possibly more: it must be idempotent.
+    fn on_reminder(
+        &self,
+        _key: &str,
+        _state: &mut Self::State,
+        _ctx: Ctx,
+        _records: &mut Vec<RecordWrite>,
+    ) -> Result<bool, Error> {
+        Ok(false)
+    }
 }
 
 /// One kind of message an actor of `E` handles, with the type of its answer: a call is typed
@@ -183,6 +208,12 @@ pub trait Request<E: Entity>: Sized + Send + 'static {
     /// The caller's idempotency key, if it sent one: a retry with the same id is applied once
     /// and answered from the current state by [`Request::replay`].
     fn request_id(&self) -> Option<&RequestId> {
+        None
+    }
+
+    /// The due time of the durable reminder this message delivers, if it is one
+    /// ([`Remind`]): the runtime then retires that reminder in the same commit.
+    fn fired_reminder(&self) -> Option<i64> {
         None
     }
 
@@ -239,4 +270,46 @@ pub struct RequestId {
     /// A stable 64-bit hash of the request's fields other than its id (FNV-1a of its
     /// protobuf encoding): a reuse with other fields is told apart from a retry.
     pub fingerprint: u64,
+}
+
+/// A durable reminder delivered to its actor: the entity's [`Entity::on_reminder`] runs, and
+/// the runtime retires the fired reminder (and indexes the next one the state wants) in the
+/// same commit. Sent by the runtime's reminder task, never by clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Remind {
+    /// When the fired reminder was due.
+    pub due_ms: i64,
+}
+
+impl<E: Entity> Request<E> for Remind {
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "reminder"
+    }
+
+    fn fired_reminder(&self) -> Option<i64> {
+        Some(self.due_ms)
+    }
+
+    fn handle(
+        self,
+        entity: &E,
+        key: &str,
+        state: &mut Option<E::State>,
+        ctx: Ctx,
+    ) -> Result<Step<()>, Error> {
+        let Some(state) = state else {
+            return Ok(Step::Read(()));
+        };
+        let mut records = Vec::new();
+        entity.on_reminder(key, state, ctx, &mut records)?;
+        // A write even when nothing was due: the fired reminder is retired, and the next one
+        // the state wants is indexed, in the same commit.
+        Ok(Step::Write {
+            reply: (),
+            records,
+            outcome: 0,
+        })
+    }
 }

@@ -262,6 +262,9 @@ impl<E: Entity> Kind<E> {
         let table: Weak<dyn Table> = table;
         actors.register(table);
         tokio::spawn(sweep(Arc::downgrade(&inner)));
+        if E::REMINDERS {
+            tokio::spawn(remind(Arc::downgrade(&inner)));
+        }
         Self { inner }
     }
 
@@ -624,6 +627,111 @@ impl<E: Entity> Kind<E> {
         }
         waiting
     }
+}
+
+/// How often the reminder task looks for due reminders: the lateness of a reminder, at most.
+const REMINDER_TICK: Duration = Duration::from_secs(1);
+
+/// Index records read per page, and pages read per tick at most: at most 4,096 reminders are
+/// delivered per second per kind, the rest wait for the next tick (a bounded rate).
+const REMINDER_PAGE: i32 = 512;
+const REMINDER_PAGES_PER_TICK: usize = 8;
+
+/// How long a delivered reminder is not sent again while its actor works on it.
+const REMINDER_RESEND: Duration = Duration::from_secs(10);
+
+/// Delivers `inner`'s due durable reminders, until the kind is gone: every tick it reads the
+/// earliest records of the reminder index (ordered by due time, so the look stops at the
+/// first one not yet due; no scan of all actors, no timer per actor) and sends each due one to
+/// its actor as a [`Remind`], which activates a passivated actor like any message. The actor
+/// retires the reminder in the commit that handles it, so a restart of session-svc loses
+/// nothing: the next look finds what is still due. At least once: a reminder whose actor did
+/// not get to it is sent again after [`REMINDER_RESEND`].
+async fn remind<E: Entity>(inner: Weak<Inner<E>>) {
+    let prefix = format!("{}/", E::KIND);
+    let mut sent: std::collections::HashMap<String, Instant> = std::collections::HashMap::new();
+    let mut ticks = tokio::time::interval(REMINDER_TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let kind = Kind { inner };
+        if kind.inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = super::Ctx::now(0).now_ms;
+        let now_instant = Instant::now();
+        sent.retain(|_, at| now_instant.duration_since(*at) < REMINDER_RESEND);
+        let mut token = String::new();
+        for _ in 0..REMINDER_PAGES_PER_TICK {
+            let deadline = Deadline::after(Duration::from_secs(5));
+            let page = kind
+                .inner
+                .store
+                .scan(
+                    super::REMINDERS_NAMESPACE,
+                    &prefix,
+                    REMINDER_PAGE,
+                    std::mem::take(&mut token),
+                    deadline,
+                )
+                .await;
+            let (entries, next) = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::debug!(kind = E::KIND, %error, "cannot read the reminder index");
+                    break;
+                }
+            };
+            let all_due = deliver(&kind, &prefix, entries, now, now_instant, &mut sent);
+            if !all_due || next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+    }
+}
+
+/// Sends each due reminder of `entries` (index records, earliest first) to its actor, unless
+/// it was sent recently; false once it meets one not yet due.
+fn deliver<E: Entity>(
+    kind: &Kind<E>,
+    prefix: &str,
+    entries: Vec<proto::store::v1::Entry>,
+    now: i64,
+    now_instant: Instant,
+    sent: &mut std::collections::HashMap<String, Instant>,
+) -> bool {
+    for entry in entries {
+        let due = entry
+            .key
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.get(..20))
+            .and_then(|digits| digits.parse::<i64>().ok());
+        let Some(due) = due else {
+            tracing::warn!(kind = E::KIND, key = %echo(&entry.key), "malformed reminder key");
+            continue;
+        };
+        if due > now {
+            return false;
+        }
+        if sent.contains_key(&entry.key) {
+            continue;
+        }
+        let Ok(key) = String::from_utf8(entry.value) else {
+            continue;
+        };
+        let remind = super::Remind { due_ms: due };
+        match kind.cast(&key, remind, Deadline::after(REMINDER_RESEND)) {
+            Ok(()) => {
+                sent.insert(entry.key, now_instant);
+            }
+            Err(error) => {
+                tracing::debug!(kind = E::KIND, key = %echo(&key), %error, "reminder not delivered yet");
+            }
+        }
+    }
+    true
 }
 
 /// Sweeps `inner`'s actors for idleness a few times per idle timeout, until the kind is gone.

@@ -31,8 +31,17 @@ pub mod store;
 use std::time::Duration;
 
 pub use entity::{
-    Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
+    Child, Children, Ctx, Entity, RecordWrite, Remind, Replay, Request, RequestId, Step, escape_key,
 };
+
+/// The store namespace of the durable reminder index: one record per pending reminder, keyed
+/// `<kind>/<20-digit due time in ms>/<escaped actor key>` so a scan finds the earliest first.
+pub const REMINDERS_NAMESPACE: &str = "reminders";
+
+/// The index key of the reminder of `kind/key` due at `due_ms`.
+pub fn reminder_key(kind: &str, due_ms: i64, key: &str) -> String {
+    format!("{kind}/{:020}/{}", due_ms.max(0), escape_key(key))
+}
 pub use kind::{Kind, Subscription, WatchSlot, validate_key};
 pub use registry::{ActorInfo, ActorStatus, Actors, Counts};
 pub use store::Store;

@@ -81,6 +81,7 @@ async fn one_run(args: &Args, run: usize) -> Sample {
         catalog: Catalog::default(),
         log_limit: 20,
         events_per_cart: 10_000,
+        ttl: None,
     };
     let store = Store::in_memory();
     let deadline = || Deadline::after(std::time::Duration::from_secs(60));
@@ -89,6 +90,7 @@ async fn one_run(args: &Args, run: usize) -> Sample {
         let record = proto::session::v1::ActorRecord {
             state: entity.encode_state(&cart),
             recent_requests: vec![],
+            reminder_ms: 0,
         };
         let put = proto::store::v1::PutRequest {
             namespace: "cart".into(),
