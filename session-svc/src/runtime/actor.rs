@@ -666,6 +666,84 @@ mod tests {
         assert_eq!(none.unwrap().reminder_ms, 0);
     }
 
+    /// An entity whose state is the reminder time it wants (0: none).
+    struct Wants;
+
+    impl Entity for Wants {
+        const KIND: &'static str = "w";
+        const KEY_FIELD: &'static str = "key";
+        const REMINDERS: bool = true;
+        type State = i64;
+        type Snapshot = i64;
+
+        fn decode_state(&self, _: &[u8]) -> Result<i64, String> {
+            Ok(0)
+        }
+        fn encode_state(&self, _: &i64) -> Vec<u8> {
+            Vec::new()
+        }
+        fn snapshot(&self, state: &i64, _: u64) -> i64 {
+            *state
+        }
+        fn is_final(&self, _: &i64) -> bool {
+            false
+        }
+        fn missing(&self, _: &str) -> Error {
+            Error::NotFound("none".into())
+        }
+        fn reminder_due(&self, state: &i64) -> Option<i64> {
+            (*state > 0).then_some(*state)
+        }
+    }
+
+    /// What `reindex` wrote, as `(due, put)` pairs, and the due time it left indexed.
+    fn reindexed(wants: i64, indexed: i64, fired: Option<i64>) -> (Vec<(String, bool)>, i64) {
+        let mut records = Vec::new();
+        let now = 1_000;
+        let current = reindex(&Wants, "k", Some(&wants), indexed, fired, now, &mut records);
+        let writes = records
+            .into_iter()
+            .map(|r| {
+                assert_eq!(r.namespace, super::super::REMINDERS_NAMESPACE);
+                let put = r.value.is_some();
+                assert_eq!(r.expected_version, u64::from(!put), "{}", r.key);
+                (r.key, put)
+            })
+            .collect();
+        (writes, current)
+    }
+
+    fn key(due: i64) -> String {
+        super::super::reminder_key("w", due, "k")
+    }
+
+    #[test]
+    fn the_reminder_index_moves_only_earlier_on_a_write_and_is_retired_when_it_fires() {
+        assert_eq!(reindexed(5_000, 0, None), (vec![(key(5_000), true)], 5_000));
+        // A later wish costs no write: the indexed reminder fires first and moves then.
+        assert_eq!(reindexed(9_000, 5_000, None), (vec![], 5_000));
+        assert_eq!(
+            reindexed(3_000, 5_000, None),
+            (vec![(key(5_000), false), (key(3_000), true)], 3_000)
+        );
+        // The indexed reminder fired: retired, and the next wish indexed.
+        assert_eq!(
+            reindexed(9_000, 5_000, Some(5_000)),
+            (vec![(key(5_000), false), (key(9_000), true)], 9_000)
+        );
+        assert_eq!(
+            reindexed(0, 5_000, Some(5_000)),
+            (vec![(key(5_000), false)], 0)
+        );
+        // A second delivery of a reminder already retired touches nothing.
+        assert_eq!(reindexed(9_000, 9_000, Some(5_000)), (vec![], 9_000));
+        // A wish already past is retried a second later, never at the key just retired.
+        assert_eq!(
+            reindexed(500, 500, Some(500)),
+            (vec![(key(500), false), (key(2_000), true)], 2_000)
+        );
+    }
+
     #[test]
     fn a_request_id_is_a_retry_only_for_the_same_rpc_and_fields() {
         let recent: VecDeque<RecentRequest> = vec![request("r-1", 5)].into();
