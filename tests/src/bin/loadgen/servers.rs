@@ -1,7 +1,12 @@
 //! The processes a benchmark drives: finding their binaries, starting them, connecting.
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
-use tests::{ServiceCommand, ServiceProcess, StoreProcess, locate_binary};
+use tests::{
+    ServiceCommand, ServiceProcess, StoreOptions, StoreProcess, load::free_loopback_addr,
+    locate_binary,
+};
 use tonic::transport::Channel;
 
 use crate::{BUILD_FIRST, redis_server::RedisServer};
@@ -82,4 +87,26 @@ pub async fn connect(service: &ServiceProcess, count: u32) -> anyhow::Result<Vec
         channels.push(channel);
     }
     Ok(channels)
+}
+
+/// A fresh store-svc (defaults) and a session-svc in front of it ([`spawn_session_svc`] with
+/// `log_limit` and `extra_args`), each with a `/metrics` endpoint; the endpoints come back
+/// store's first.
+pub async fn spawn_metered_stack(
+    log_limit: Option<u32>,
+    extra_args: &[String],
+) -> anyhow::Result<(StoreProcess, ServiceProcess, [SocketAddr; 2])> {
+    let store_metrics = free_loopback_addr()?;
+    let store = StoreProcess::spawn(
+        StoreOptions::new()
+            .arg("--metrics-listen")
+            .arg(store_metrics.to_string()),
+    )
+    .await
+    .context("starting store-svc")?;
+    let session_metrics = free_loopback_addr()?;
+    let mut args = vec![format!("--metrics-listen={session_metrics}")];
+    args.extend_from_slice(extra_args);
+    let session = spawn_session_svc(&store, log_limit, &args).await?;
+    Ok((store, session, [store_metrics, session_metrics]))
 }

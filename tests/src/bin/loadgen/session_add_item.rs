@@ -11,7 +11,7 @@ use prost::Message;
 use proto::session::v1::GetSessionRequest;
 use tests::{
     ServiceProcess, StoreOptions, StoreProcess,
-    load::{self, Call, LoadReport, free_loopback_addr},
+    load::{self, Call, LoadReport},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
 
@@ -28,7 +28,8 @@ use crate::{
         print_header_end, print_header_start, print_ratio, print_summary,
     },
     servers::{
-        REDIS_CART_BINARY, SESSION_BINARY, require_binaries, spawn_redis_cart, spawn_session_svc,
+        REDIS_CART_BINARY, SESSION_BINARY, require_binaries, spawn_metered_stack, spawn_redis_cart,
+        spawn_session_svc,
     },
 };
 
@@ -192,21 +193,11 @@ async fn drive_add_items(
         let cart = spawn_redis_cart(&redis, args.log_limit).await?;
         return drive(args, &cart, [cart.pid(), redis.pid()], &[]).await;
     }
-    let store_metrics = free_loopback_addr()?;
-    let store = StoreProcess::spawn(
-        StoreOptions::new()
-            .arg("--metrics-listen")
-            .arg(store_metrics.to_string()),
-    )
-    .await
-    .context("starting store-svc")?;
-    let session_metrics = free_loopback_addr()?;
-    let mut session_args = vec![format!("--metrics-listen={session_metrics}")];
-    if writer == Writer::Unbatched {
-        session_args.push(UNBATCHED.to_owned());
-    }
-    let session = spawn_session_svc(&store, args.log_limit, &session_args).await?;
-    let metrics = [store_metrics, session_metrics];
+    let extra = match writer {
+        Writer::Unbatched => vec![UNBATCHED.to_owned()],
+        _ => Vec::new(),
+    };
+    let (store, session, metrics) = spawn_metered_stack(args.log_limit, &extra).await?;
     drive(args, &session, [session.pid(), store.pid()], &metrics).await
 }
 

@@ -9,8 +9,7 @@ use proto::session::v1::{
     AdjustStockRequest, SetStockRequest, inventory_service_client::InventoryServiceClient,
 };
 use tests::{
-    StoreOptions, StoreProcess,
-    load::{self, Call, LoadReport, free_loopback_addr},
+    load::{self, Call, LoadReport},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
 use tonic::{Code, transport::Channel};
@@ -19,7 +18,7 @@ use crate::{
     LoadArgs,
     measure::{Measured, Target, WindowSample, measure_runs, sample_window},
     report::{Layout, percent, print_header_end, print_header_start, print_summary},
-    servers::{SESSION_BINARY, connect, require_binaries, spawn_session_svc},
+    servers::{SESSION_BINARY, connect, require_binaries, spawn_metered_stack},
 };
 
 /// Units each sku starts with: more than any run removes.
@@ -88,21 +87,7 @@ pub async fn run(args: SkuAdjust) -> anyhow::Result<()> {
 /// Starts a fresh store-svc and session-svc, sets the stock of the skus `spread` uses, and
 /// drives AdjustStock(-1), each with a unique request id, at them.
 async fn drive(args: &SkuAdjust, spread: Spread) -> anyhow::Result<(LoadReport, WindowSample)> {
-    let store_metrics = free_loopback_addr()?;
-    let store = StoreProcess::spawn(
-        StoreOptions::new()
-            .arg("--metrics-listen")
-            .arg(store_metrics.to_string()),
-    )
-    .await
-    .context("starting store-svc")?;
-    let session_metrics = free_loopback_addr()?;
-    let session = spawn_session_svc(
-        &store,
-        None,
-        &[format!("--metrics-listen={session_metrics}")],
-    )
-    .await?;
+    let (store, session, metrics) = spawn_metered_stack(None, &[]).await?;
     let clients: Vec<InventoryServiceClient<Channel>> = connect(&session, args.load.connections)
         .await?
         .into_iter()
@@ -135,7 +120,6 @@ async fn drive(args: &SkuAdjust, spread: Spread) -> anyhow::Result<(LoadReport, 
         async move { client.adjust_stock(adjust).await.map(drop) }
     };
     let pids = [session.pid(), store.pid()];
-    let metrics = [store_metrics, session_metrics];
     Ok(tokio::join!(
         load::run_closed_loop(&config, request),
         sample_window(&config, &pids, &metrics),
