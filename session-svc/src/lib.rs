@@ -29,6 +29,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod sweeper;
 pub mod todo;
 
 pub use server::SessionServer;
@@ -45,5 +46,8 @@ pub const STORE_NAMESPACES: &[&str] = &[
     todo::TodoEntity::KIND,
     todo::entity::ENTRIES_NAMESPACE,
     inventory::SkuEntity::KIND,
+    inventory::entity::RESERVATIONS_NAMESPACE,
     runtime::REMINDERS_NAMESPACE,
+    sweeper::ARCHIVE_NAMESPACE,
+    sweeper::SWEEPER_NAMESPACE,
 ];

@@ -12,7 +12,7 @@ use tonic::transport::ServerTlsConfig;
 
 use crate::{
     admin::{AdminApi, AdminAuth},
-    cart::{CartApi, CartEntity},
+    cart::{CartApi, CartEntity, Inventory},
     config::Config,
     domain::Catalog,
     inventory::{InventoryApi, SkuEntity},
@@ -70,17 +70,6 @@ impl SessionServer {
         let actors =
             Actors::with_watchers(config.max_actors as usize, config.max_watchers as usize);
         let store_batches = store.batch_stats();
-        let carts = Kind::new(
-            CartEntity {
-                catalog,
-                log_limit: config.log_limit as usize,
-                events_per_cart: u64::from(config.events_per_cart),
-                ttl: Some(config.cart_ttl),
-            },
-            store.clone(),
-            config.runtime_settings(config.cart_idle_timeout),
-            actors.clone(),
-        );
         let todos = Kind::new(
             TodoEntity,
             store.clone(),
@@ -89,8 +78,20 @@ impl SessionServer {
         );
         let skus = Kind::new(
             SkuEntity,
-            store,
+            store.clone(),
             config.runtime_settings(config.sku_idle_timeout),
+            actors.clone(),
+        );
+        let carts = Kind::new(
+            CartEntity {
+                catalog,
+                log_limit: config.log_limit as usize,
+                events_per_cart: u64::from(config.events_per_cart),
+                ttl: Some(config.cart_ttl),
+                inventory: Some(Inventory(skus.clone())),
+            },
+            store,
+            config.runtime_settings(config.cart_idle_timeout),
             actors.clone(),
         );
         Self {

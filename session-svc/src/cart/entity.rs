@@ -7,9 +7,13 @@ use store_svc::kit::echo::echo;
 
 use super::convert;
 use crate::{
-    domain::{Cart, Catalog, Ctx as DomainCtx, Money, StartArgs},
+    domain::{Cart, CartStatus, Catalog, Ctx as DomainCtx, Money, StartArgs},
     error::Error,
-    runtime::{Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key},
+    inventory::{Held, Reserve, Settle, SkuEntity},
+    runtime::{
+        After, Ctx, Effect, Entity, Env, Kind, RecordWrite, Replay, Request, RequestId, Step,
+        escape_key,
+    },
 };
 
 /// Store namespace of orders written by Checkout.
@@ -94,6 +98,83 @@ pub struct End {
     pub request_id: Option<RequestId>,
 }
 
+/// The sku actors carts hold stock at. Carts call skus, never the other way round, so no
+/// two actors can wait on each other.
+#[derive(Clone)]
+pub struct Inventory(pub Kind<SkuEntity>);
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inventory")
+    }
+}
+
+/// What a cart's hold on one sku must become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldChange {
+    /// Hold this many units (0: release).
+    Reserve(i64),
+    /// The cart checked out with this many units: take them out of stock.
+    Settle(i64),
+}
+
+/// The hold `cart` (`None`: no cart) should have on `sku`: what an active cart holds, what a
+/// checked-out cart bought, nothing for any other.
+fn hold_of(cart: Option<&Cart>, sku: &str) -> HoldChange {
+    let quantity = |cart: &Cart| cart.line(sku).map_or(0, |l| i64::from(l.quantity));
+    match cart {
+        Some(cart) if cart.status == CartStatus::CheckedOut => HoldChange::Settle(quantity(cart)),
+        Some(cart) if cart.is_active() => HoldChange::Reserve(quantity(cart)),
+        _ => HoldChange::Reserve(0),
+    }
+}
+
+impl Inventory {
+    /// Sets `cart`'s hold on `sku`; untracked skus take any number of units.
+    async fn hold(
+        &self,
+        sku: &str,
+        cart: &str,
+        change: HoldChange,
+        deadline: store_svc::kit::deadline::Deadline,
+    ) -> Result<Held, Error> {
+        let cart = cart.to_string();
+        match change {
+            HoldChange::Reserve(quantity) => {
+                self.0.call(sku, Reserve { cart, quantity }, deadline).await
+            }
+            HoldChange::Settle(quantity) => {
+                self.0.call(sku, Settle { cart, quantity }, deadline).await
+            }
+        }
+    }
+
+    /// Sets every hold of `plan` at once (different skus are different actors); the first
+    /// failure is returned after all have been tried.
+    async fn hold_all(
+        self,
+        cart: String,
+        plan: Vec<(String, HoldChange)>,
+        deadline: store_svc::kit::deadline::Deadline,
+    ) -> Result<(), Error> {
+        let mut calls = tokio::task::JoinSet::new();
+        for (sku, change) in plan {
+            let (inventory, cart) = (self.clone(), cart.clone());
+            calls.spawn(async move { inventory.hold(&sku, &cart, change, deadline).await });
+        }
+        let mut first = Ok(());
+        while let Some(done) = calls.join_next().await {
+            let result = done.map_err(|e| Error::Corrupt(format!("a stock call panicked: {e}")));
+            if let Err(error) = result.and_then(|held| held.map(drop))
+                && first.is_ok()
+            {
+                first = Err(error);
+            }
+        }
+        first
+    }
+}
+
 /// The cart kind's configuration: its discount catalog and how many events it keeps.
 #[derive(Debug, Clone)]
 pub struct CartEntity {
@@ -106,9 +187,34 @@ pub struct CartEntity {
     /// How long an active cart may go untouched before its durable reminder expires it
     /// (`None`: carts never expire).
     pub ttl: Option<std::time::Duration>,
+    /// Where tracked skus are reserved (`None`: stock is not checked, as in benchmarks of
+    /// the cart alone).
+    pub inventory: Option<Inventory>,
 }
 
 impl CartEntity {
+    /// After a write of `cart`: sets its holds on `skus` to what it holds now (releases what
+    /// it let go of, settles what it bought). Run after the commit, so a crash in between
+    /// leaves a hold larger than the cart, never smaller: stock is never oversold, and the
+    /// sweeper's reconciler returns what is over.
+    fn sync_holds(&self, cart: &Cart, skus: Vec<String>) -> Option<After> {
+        let inventory = self.inventory.clone()?;
+        if skus.is_empty() {
+            return None;
+        }
+        let plan: Vec<_> = skus
+            .into_iter()
+            .map(|sku| {
+                let change = hold_of(Some(cart), &sku);
+                (sku, change)
+            })
+            .collect();
+        let key = cart.key.clone();
+        Some(After(Box::new(move |deadline| {
+            Box::pin(inventory.hold_all(key, plan, deadline))
+        })))
+    }
+
     fn domain_ctx(&self, ctx: Ctx) -> DomainCtx {
         DomainCtx {
             now_ms: ctx.now_ms,
@@ -152,6 +258,7 @@ impl CartEntity {
             reply: session(cart, ctx.version + 1),
             records: self.event_writes(cart, before, Vec::new()),
             outcome: 0,
+            after: None,
         }
     }
 }
@@ -174,6 +281,20 @@ trait SessionChange: Send + 'static {
     fn request_id(&self) -> Option<&RequestId>;
     /// Applies it to `cart`; false when nothing changed (nothing to write).
     fn apply(self, entity: &CartEntity, cart: &mut Cart, ctx: &DomainCtx) -> Result<bool, Error>;
+    /// Reserves stock before the change ([`Request::prepare`]).
+    fn prepare<'a>(&'a mut self, _env: Env<'a, CartEntity>) -> Option<Effect<'a>> {
+        None
+    }
+    /// The skus whose holds must follow the change once it is durable (released or
+    /// settled), as the cart is before it.
+    fn releases(&self, _cart: &Cart) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Every sku the cart holds.
+fn all_skus(cart: &Cart) -> Vec<String> {
+    cart.items.iter().map(|l| l.sku.clone()).collect()
 }
 
 impl<T: SessionChange> Request<CartEntity> for T {
@@ -198,11 +319,20 @@ impl<T: SessionChange> Request<CartEntity> for T {
             return Err(entity.missing(key));
         };
         let before = cart.event_count;
+        let releases = self.releases(cart);
         Ok(if self.apply(entity, cart, &entity.domain_ctx(ctx))? {
-            entity.written(cart, before, ctx)
+            let mut step = entity.written(cart, before, ctx);
+            if let Step::Write { after, .. } = &mut step {
+                *after = entity.sync_holds(cart, releases);
+            }
+            step
         } else {
             Step::Read(session(cart, ctx.version))
         })
+    }
+
+    fn prepare<'a>(&'a mut self, env: Env<'a, CartEntity>) -> Option<Effect<'a>> {
+        SessionChange::prepare(self, env)
     }
 
     fn replay(
@@ -266,6 +396,24 @@ impl SessionChange for AddItem {
         cart.add_item(self.sku, self.name, self.quantity, self.unit_price, ctx)?;
         Ok(true)
     }
+
+    /// Reserves what the line will hold before adding to it, so the cart never holds a unit
+    /// its sku has not set aside. An add the cart would refuse reserves nothing: the handler
+    /// answers it.
+    fn prepare<'a>(&'a mut self, env: Env<'a, CartEntity>) -> Option<Effect<'a>> {
+        let inventory = env.entity.inventory.as_ref()?;
+        let total = env
+            .state?
+            .check_add(&self.sku, &self.name, self.quantity, self.unit_price)
+            .ok()?;
+        let change = HoldChange::Reserve(i64::from(total));
+        Some(Box::pin(async move {
+            inventory
+                .hold(&self.sku, env.key, change, env.deadline)
+                .await
+                .map(drop)
+        }))
+    }
 }
 
 impl SessionChange for RemoveItem {
@@ -278,6 +426,10 @@ impl SessionChange for RemoveItem {
     fn apply(self, _: &CartEntity, cart: &mut Cart, ctx: &DomainCtx) -> Result<bool, Error> {
         cart.remove_item(&self.sku, self.quantity, ctx)?;
         Ok(true)
+    }
+
+    fn releases(&self, _: &Cart) -> Vec<String> {
+        vec![self.sku.clone()]
     }
 }
 
@@ -304,6 +456,10 @@ impl SessionChange for End {
     fn apply(self, _: &CartEntity, cart: &mut Cart, ctx: &DomainCtx) -> Result<bool, Error> {
         cart.end(ctx)?;
         Ok(true)
+    }
+
+    fn releases(&self, cart: &Cart) -> Vec<String> {
+        all_skus(cart)
     }
 }
 
@@ -361,6 +517,7 @@ impl Request<CartEntity> for Checkout {
             return Err(entity.missing(key));
         };
         let before = cart.event_count;
+        let bought = all_skus(cart);
         // The order id is the session key: one order per session (checkout is final). The
         // order and the checked-out cart are one commit, so neither exists alone.
         let order = convert::order(&cart.checkout(cart.key.clone(), &entity.domain_ctx(ctx))?);
@@ -374,6 +531,7 @@ impl Request<CartEntity> for Checkout {
             records: entity.event_writes(cart, before, vec![stored]),
             reply: order,
             outcome: 0,
+            after: entity.sync_holds(cart, bought),
         })
     }
 
@@ -391,6 +549,45 @@ impl Request<CartEntity> for Checkout {
             key: key.to_string(),
             decode: |bytes| pb::Order::decode(bytes).map_err(|e| e.to_string()),
         })
+    }
+}
+
+/// Sets the cart's hold on `sku` to what the cart holds now: sent by the sweeper's
+/// reconciler for a hold that does not match the cart's stored record (a crash between the
+/// sku's write and the cart's, or a release that failed). Through the cart's mailbox, so it
+/// sees the cart as its own requests leave it. Writes nothing to the cart.
+#[derive(Debug, Clone)]
+pub struct Reconcile {
+    /// The sku whose hold to set.
+    pub sku: String,
+}
+
+impl Request<CartEntity> for Reconcile {
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "reconcile"
+    }
+
+    fn prepare<'a>(&'a mut self, env: Env<'a, CartEntity>) -> Option<Effect<'a>> {
+        let inventory = env.entity.inventory.as_ref()?;
+        let change = hold_of(env.state, &self.sku);
+        Some(Box::pin(async move {
+            inventory
+                .hold(&self.sku, env.key, change, env.deadline)
+                .await
+                .map(drop)
+        }))
+    }
+
+    fn handle(
+        self,
+        _: &CartEntity,
+        _: &str,
+        _: &mut Option<Cart>,
+        _: Ctx,
+    ) -> Result<Step<()>, Error> {
+        Ok(Step::Read(()))
     }
 }
 
@@ -417,18 +614,19 @@ impl Entity for CartEntity {
         cart: &mut Cart,
         ctx: Ctx,
         records: &mut Vec<RecordWrite>,
-    ) -> Result<bool, Error> {
+    ) -> Result<Option<After>, Error> {
         let Some(ttl) = self.ttl else {
-            return Ok(false);
+            return Ok(None);
         };
         let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         if !cart.is_active() || cart.idle_ms(ctx.now_ms) < ttl {
-            return Ok(false);
+            return Ok(None);
         }
         let before = cart.event_count;
+        let held = all_skus(cart);
         cart.expire(&self.domain_ctx(ctx))?;
         records.extend(self.event_writes(cart, before, Vec::new()));
-        Ok(true)
+        Ok(self.sync_holds(cart, held))
     }
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Cart, String> {
@@ -484,6 +682,7 @@ mod tests {
             log_limit: 10,
             events_per_cart: 3,
             ttl: None,
+            inventory: None,
         };
         Kind::new(
             entity,
@@ -550,6 +749,7 @@ mod tests {
                 log_limit: 2,
                 events_per_cart: 3,
                 ttl: None,
+                inventory: None,
             },
             store.clone(),
             Settings::default(),

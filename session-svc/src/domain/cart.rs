@@ -190,23 +190,18 @@ impl Cart {
         now_ms.saturating_sub(self.updated_at_ms).max(0)
     }
 
-    /// Puts `quantity` units of `sku` in the cart; the same sku adds up.
-    ///
-    /// The first item fixes the cart's currency. A sku already in the cart must come at the
-    /// same unit price (a line has one price); its first name is kept. Refused: zero
-    /// quantity, a negative price, more than [`MAX_QUANTITY`] units on the line, more than
-    /// [`MAX_LINES`] lines, or a cart total that would overflow.
-    pub fn add_item(
-        &mut self,
-        sku: String,
-        name: String,
+    /// Whether [`Cart::add_item`] would accept these units, and if so how many units of `sku`
+    /// the cart would then hold: what a cart reserves before it adds them. Changes nothing.
+    pub fn check_add(
+        &self,
+        sku: &str,
+        name: &str,
         quantity: u32,
         unit_price: Money,
-        ctx: &Ctx,
-    ) -> Result<(), CartError> {
+    ) -> Result<u32, CartError> {
         self.ensure_active()?;
-        text::required("sku", &sku, MAX_SKU_BYTES)?;
-        text::required("name", &name, MAX_NAME_BYTES)?;
+        text::required("sku", sku, MAX_SKU_BYTES)?;
+        text::required("name", name, MAX_NAME_BYTES)?;
         if quantity == 0 {
             return Err(CartError::QuantityTooSmall);
         }
@@ -227,7 +222,7 @@ impl Cart {
             && self.items[i].unit_price != unit_price
         {
             return Err(CartError::PriceMismatch {
-                sku,
+                sku: sku.to_owned(),
                 line: self.items[i].unit_price,
                 item: unit_price,
             });
@@ -243,7 +238,25 @@ impl Cart {
         // and totals() cannot fail later.
         Totals::subtotal_of(unit_price.currency, &self.items)?
             .checked_add(unit_price.checked_mul(i64::from(quantity))?)?;
+        Ok(u32::try_from(total).expect("total is at most MAX_QUANTITY"))
+    }
 
+    /// Puts `quantity` units of `sku` in the cart; the same sku adds up.
+    ///
+    /// The first item fixes the cart's currency. A sku already in the cart must come at the
+    /// same unit price (a line has one price); its first name is kept. Refused: zero
+    /// quantity, a negative price, more than [`MAX_QUANTITY`] units on the line, more than
+    /// [`MAX_LINES`] lines, or a cart total that would overflow.
+    pub fn add_item(
+        &mut self,
+        sku: String,
+        name: String,
+        quantity: u32,
+        unit_price: Money,
+        ctx: &Ctx,
+    ) -> Result<(), CartError> {
+        let total = self.check_add(&sku, &name, quantity, unit_price)?;
+        let index = self.items.iter().position(|l| l.sku == sku);
         let detail = format!(
             "sku={sku} quantity={quantity} unit_price={} currency={} line_quantity={total}",
             unit_price.minor_units, unit_price.currency

@@ -7,5 +7,5 @@
 pub mod entity;
 pub mod service;
 
-pub use entity::SkuEntity;
+pub use entity::{Held, Reserve, Settle, SkuEntity};
 pub use service::InventoryApi;

@@ -27,7 +27,7 @@ use tokio::{
 use tracing::Instrument as _;
 
 use super::{
-    entity::{Child, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step},
+    entity::{After, Child, Ctx, Entity, Env, RecordWrite, Replay, Request, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Watching},
     panic::{CatchUnwind, message},
 };
@@ -64,28 +64,41 @@ async fn persist<E: Entity, R: Request<E>>(
     records: Vec<RecordWrite>,
     deadline: Deadline,
 ) -> Result<R::Reply, Error> {
-    let state = loaded
-        .state
-        .as_ref()
-        .ok_or_else(|| Error::Corrupt("a write step left no state".into()))?;
-    let written = Bytes::from(R::encode_written(&inner.entity, state, &reply));
-    let reply = R::keep_written(reply, written.clone());
-    let record = encode_record(&written, &loaded.recent, loaded.reminder_ms);
-    if record.len() > MAX_RECORD_BYTES {
-        return Err(Error::FailedPrecondition(format!(
-            "this change would make the stored {} record {} bytes, over the {MAX_RECORD_BYTES}-byte \
-             record limit; nothing was changed",
-            E::KIND,
-            record.len()
-        )));
-    }
     let mut mutations = Vec::with_capacity(records.len() + 1);
-    mutations.push(mutation(
-        E::KIND.to_string(),
-        key.to_string(),
-        Some(record),
-        loaded.version,
-    ));
+    let reply = match loaded.state.as_ref() {
+        Some(state) => {
+            let written = Bytes::from(R::encode_written(&inner.entity, state, &reply));
+            let reply = R::keep_written(reply, written.clone());
+            let record = encode_record(&written, &loaded.recent, loaded.reminder_ms);
+            if record.len() > MAX_RECORD_BYTES {
+                return Err(Error::FailedPrecondition(format!(
+                    "this change would make the stored {} record {} bytes, over the \
+                     {MAX_RECORD_BYTES}-byte record limit; nothing was changed",
+                    E::KIND,
+                    record.len()
+                )));
+            }
+            mutations.push(mutation(
+                E::KIND.to_string(),
+                key.to_string(),
+                Some(record),
+                loaded.version,
+            ));
+            reply
+        }
+        // The handler let the state go (archived): delete the record, if there is one.
+        None if loaded.version > 0 => {
+            mutations.push(mutation(
+                E::KIND.to_string(),
+                key.to_string(),
+                None,
+                loaded.version,
+            ));
+            reply
+        }
+        None => reply,
+    };
+    let own = !mutations.is_empty();
     for write in records {
         mutations.push(mutation(
             write.namespace.to_string(),
@@ -95,7 +108,12 @@ async fn persist<E: Entity, R: Request<E>>(
         ));
     }
     let versions = inner.store.commit(mutations, deadline).await?;
-    loaded.version = versions.first().copied().unwrap_or_default();
+    if loaded.state.is_none() {
+        loaded.version = 0;
+        loaded.recent.clear();
+    } else if own {
+        loaded.version = versions.first().copied().unwrap_or_default();
+    }
     Ok(reply)
 }
 
@@ -162,12 +180,23 @@ fn reindex<E: Entity>(
     now_ms: i64,
     records: &mut Vec<RecordWrite>,
 ) -> i64 {
+    let Some(state) = state else {
+        // No state left (archived, or a reminder left over for a key never stored): nothing
+        // will be due again. Retire the indexed reminder and the one that fired.
+        if let Some(fired) = fired.filter(|&f| f != indexed && f != 0) {
+            records.push(reminder_record(E::KIND, key, fired, false));
+        }
+        if indexed != 0 {
+            records.push(reminder_record(E::KIND, key, indexed, false));
+        }
+        return 0;
+    };
     let mut current = indexed;
     if current != 0 && fired == Some(current) {
         records.push(reminder_record(E::KIND, key, current, false));
         current = 0;
     }
-    let Some(wanted) = state.and_then(|state| entity.reminder_due(state)) else {
+    let Some(wanted) = entity.reminder_due(state) else {
         return current;
     };
     // A wish already past (its handler did not settle it) is retried a second from now, and
@@ -501,15 +530,27 @@ impl<E: Entity> Actor<E> {
                 }
             };
         }
+        let mut command = command;
+        let env = Env {
+            entity,
+            key: &self.key,
+            state: loaded.state.as_ref(),
+            store: &inner.store,
+            deadline,
+        };
+        if let Some(effect) = command.prepare(env) {
+            effect.await?;
+        }
         let ctx = Ctx::now(loaded.version);
-        let (reply, mut records, outcome) =
+        let (reply, mut records, outcome, after) =
             match command.handle(entity, &self.key, &mut loaded.state, ctx)? {
                 Step::Read(reply) => return Ok(reply),
                 Step::Write {
                     reply,
                     records,
                     outcome,
-                } => (reply, records, outcome),
+                    after,
+                } => (reply, records, outcome, after),
             };
         // From here the in-memory state is ahead of the store: any failure discards it.
         if let Some(RequestId { id, fingerprint }) = request {
@@ -543,6 +584,13 @@ impl<E: Entity> Actor<E> {
         match written {
             Ok(reply) => {
                 self.publish();
+                if let Some(After(after)) = after
+                    && let Err(error) = after(deadline).await
+                {
+                    // Committed already: the reply stands. What was left undone (units not
+                    // yet released) is the sweeper's to reconcile.
+                    tracing::info!(%error, "follow-up of a committed write failed; left to the sweeper");
+                }
                 Ok(reply)
             }
             Err(error) => {

@@ -13,18 +13,56 @@
 //! domain's contract), and a write that fails, times out or panics makes the actor discard
 //! its in-memory state and reload the durable one.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    pin::Pin,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use bytes::Bytes;
+use store_svc::kit::deadline::Deadline;
 
+use super::Store;
 use crate::error::Error;
+
+/// Work an actor does with others around its own write (a cart reserving stock at its sku's
+/// actor), run inside the actor's task: its mailbox waits, like an OTP `gen_server:call`.
+/// Calls go one way between kinds (cart → sku, never back), so no two actors can wait on
+/// each other.
+pub type Effect<'a> = Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>;
+
+/// Work that follows a durable write before its reply (releasing stock a cart let go of),
+/// given the request's deadline. It cannot undo the write: a failure is logged, and whatever
+/// it leaves undone is the sweeper's to reconcile.
+pub struct After(pub Box<dyn FnOnce(Deadline) -> Effect<'static> + Send>);
+
+impl std::fmt::Debug for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("After(..)")
+    }
+}
+
+/// What a request's [`Request::prepare`] may use: the actor's current state, and the store
+/// for reads (writes go through the actor's commit, never around it).
+pub struct Env<'a, E: Entity> {
+    /// The kind.
+    pub entity: &'a E,
+    /// The actor's key.
+    pub key: &'a str,
+    /// Its state (`None`: no state yet).
+    pub state: Option<&'a E::State>,
+    /// The store, for reading records the state does not hold.
+    pub store: &'a Store,
+    /// The request's deadline: calls to other actors must end before it.
+    pub deadline: Deadline,
+}
 
 /// What handling one command produced.
 #[derive(Debug)]
 pub enum Step<R> {
     /// Nothing changed: answer at once, no write.
     Read(R),
-    /// The state changed in place: commit it with `records`, then answer `reply`.
+    /// The state changed in place: commit it with `records`, then answer `reply`. A state
+    /// the handler set to `None` deletes the actor's record (archived, or never to return).
     Write {
         /// The answer, sent once the commit is durable.
         reply: R,
@@ -34,6 +72,8 @@ pub enum Step<R> {
         /// What a retry of this request needs to find its result in the state later (the id
         /// of the entry it added); 0 when the state alone answers it.
         outcome: u64,
+        /// What to do once the commit is durable, before answering.
+        after: Option<After>,
     },
 }
 
@@ -44,6 +84,7 @@ impl<R> Step<R> {
             reply,
             records: Vec::new(),
             outcome: 0,
+            after: None,
         }
     }
 }
@@ -183,16 +224,17 @@ pub trait Entity: Send + Sync + 'static {
     }
 
     /// Handles a reminder that fired for `key` at `ctx.now_ms`: changes `state` if something
-    /// is due (an expiry), appending the records that change writes to `records`; true if it
-    /// changed. Called at least once per due reminder, possibly more: it must be idempotent.
+    /// is due (an expiry), appending the records that change writes to `records`, and
+    /// returning what must follow the commit (releasing what an expired cart held). Called
+    /// at least once per due reminder, possibly more: it must be idempotent.
     fn on_reminder(
         &self,
         _key: &str,
         _state: &mut Self::State,
         _ctx: Ctx,
         _records: &mut Vec<RecordWrite>,
-    ) -> Result<bool, Error> {
-        Ok(false)
+    ) -> Result<Option<After>, Error> {
+        Ok(None)
     }
 }
 
@@ -214,6 +256,14 @@ pub trait Request<E: Entity>: Sized + Send + 'static {
     /// The due time of the durable reminder this message delivers, if it is one
     /// ([`Remind`]): the runtime then retires that reminder in the same commit.
     fn fired_reminder(&self) -> Option<i64> {
+        None
+    }
+
+    /// Asks other actors, or reads the store, before [`Request::handle`] runs, keeping what
+    /// it learns in `self` (a cart reserving the units an AddItem would hold). Runs in the
+    /// actor's task after the idempotency check, so a retry never repeats it. An `Err` is the
+    /// answer: the handler does not run and nothing is written.
+    fn prepare<'a>(&'a mut self, _env: Env<'a, E>) -> Option<Effect<'a>> {
         None
     }
 
@@ -299,17 +349,19 @@ impl<E: Entity> Request<E> for Remind {
         state: &mut Option<E::State>,
         ctx: Ctx,
     ) -> Result<Step<()>, Error> {
+        // A write even when nothing was due, or the actor has no state left (it was
+        // archived): the fired reminder is retired, and the next one the state wants is
+        // indexed, in the same commit.
         let Some(state) = state else {
-            return Ok(Step::Read(()));
+            return Ok(Step::write(()));
         };
         let mut records = Vec::new();
-        entity.on_reminder(key, state, ctx, &mut records)?;
-        // A write even when nothing was due: the fired reminder is retired, and the next one
-        // the state wants is indexed, in the same commit.
+        let after = entity.on_reminder(key, state, ctx, &mut records)?;
         Ok(Step::Write {
             reply: (),
             records,
             outcome: 0,
+            after,
         })
     }
 }

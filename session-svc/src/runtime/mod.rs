@@ -31,7 +31,8 @@ pub mod store;
 use std::time::Duration;
 
 pub use entity::{
-    Child, Children, Ctx, Entity, RecordWrite, Remind, Replay, Request, RequestId, Step, escape_key,
+    After, Child, Children, Ctx, Effect, Entity, Env, RecordWrite, Remind, Replay, Request,
+    RequestId, Step, escape_key,
 };
 
 /// The store namespace of the durable reminder index: one record per pending reminder, keyed

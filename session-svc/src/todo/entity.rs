@@ -289,6 +289,7 @@ impl Request<TodoEntity> for AddEntry {
             reply: wire_entry(&entry),
             records: vec![put_entry(key, &entry, 0)],
             outcome: entry.id,
+            after: None,
         })
     }
 
@@ -359,6 +360,7 @@ impl Request<TodoEntity> for UpdateEntry {
             reply: wire_entry(&entry),
             records: vec![record],
             outcome: 0,
+            after: None,
         })
     }
 
@@ -404,6 +406,7 @@ impl Request<TodoEntity> for DeleteEntry {
                 expected_version: version,
             }],
             outcome: 0,
+            after: None,
         })
     }
 

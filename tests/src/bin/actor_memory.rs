@@ -82,6 +82,7 @@ async fn one_run(args: &Args, run: usize) -> Sample {
         log_limit: 20,
         events_per_cart: 10_000,
         ttl: None,
+        inventory: None,
     };
     let store = Store::in_memory();
     let deadline = || Deadline::after(std::time::Duration::from_secs(60));
