@@ -153,6 +153,23 @@ pub fn escape_key(key: &str) -> String {
     escaped
 }
 
+/// Undoes [`escape_key`]; `None` for text it could not have produced.
+pub fn unescape_key(escaped: &str) -> Option<String> {
+    let mut key = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(at) = rest.find('%') {
+        key.push_str(&rest[..at]);
+        match rest.get(at..at + 3) {
+            Some("%25") => key.push('%'),
+            Some("%2F") => key.push('/'),
+            _ => return None,
+        }
+        rest = &rest[at + 3..];
+    }
+    key.push_str(rest);
+    Some(key)
+}
+
 /// What a handler may know about the world besides the state: the time and the version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ctx {

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 pub use entity::{
     After, Child, Children, Ctx, Effect, Entity, Env, RecordWrite, Remind, Replay, Request,
-    RequestId, Step, escape_key,
+    RequestId, Step, escape_key, unescape_key,
 };
 
 /// The store namespace of the durable reminder index: one record per pending reminder, keyed
