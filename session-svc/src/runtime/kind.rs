@@ -146,8 +146,12 @@ pub(super) struct Cell<E: Entity> {
     pub watchers: Mutex<Option<broadcast::Sender<E::Snapshot>>>,
     /// In-memory timers of this activation ([`Kind::send_after`]), made on the first: they
     /// are aborted when the activation ends. Boxed, so an actor without timers pays a pointer.
-    pub timers: Mutex<Option<Box<Vec<AbortHandle>>>>,
+    pub timers: Mutex<Option<Box<Timers>>>,
 }
+
+/// The live timers of one activation.
+#[derive(Debug, Default)]
+pub(super) struct Timers(Vec<AbortHandle>);
 
 impl<E: Entity> Drop for Cell<E> {
     /// The activation is over (passivated, evicted, quarantined, shut down): its timers go
@@ -157,7 +161,7 @@ impl<E: Entity> Drop for Cell<E> {
             .timers
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        for timer in timers.take().into_iter().flat_map(|t| t.into_iter()) {
+        for timer in timers.take().into_iter().flat_map(|t| t.0) {
             timer.abort();
         }
     }
@@ -438,7 +442,7 @@ impl<E: Entity> Kind<E> {
         };
         let handle = tokio::spawn(fire).abort_handle();
         let mut timers = cell.timers.lock().unwrap_or_else(PoisonError::into_inner);
-        let timers = timers.get_or_insert_with(Default::default);
+        let timers = &mut timers.get_or_insert_with(Default::default).0;
         timers.retain(|t| !t.is_finished());
         timers.push(handle.clone());
         Some(Timer(handle))
