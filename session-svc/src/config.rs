@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "SESSION_ARCHIVE_AFTER", default_value = "720h", value_parser = duration::parse)]
     pub archive_after: Duration,
 
+    /// To-do lists untouched this long leave the live namespaces like old sessions (moved to
+    /// `archive`, or deleted with `--archive delete`); 0s, the default: lists are kept until
+    /// deleted. A list has no closed state, so this is its TTL and its archive age at once.
+    #[arg(long, env = "SESSION_TODO_ARCHIVE_AFTER", default_value = "0s", value_parser = duration::parse)]
+    pub todo_archive_after: Duration,
+
     /// What archiving does with old sessions: `move` them to the `archive` namespace, or
     /// `delete` them.
     #[arg(long, env = "SESSION_ARCHIVE", default_value = "move")]
@@ -283,6 +289,8 @@ impl Config {
             interval: self.sweep_interval,
             rate: self.sweep_rate,
             archive_after: (!self.archive_after.is_zero()).then_some(self.archive_after),
+            todo_archive_after: (!self.todo_archive_after.is_zero())
+                .then_some(self.todo_archive_after),
             archive: self.archive,
         }
     }

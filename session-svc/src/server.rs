@@ -164,7 +164,7 @@ impl SessionServer {
         ));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
 
-        let sweeper = Sweeper::new(carts.clone(), config.sweep_settings(), sweep);
+        let sweeper = Sweeper::new(carts.clone(), todos.clone(), config.sweep_settings(), sweep);
         let sweeping = tokio::spawn(sweeper.run(carts.draining()));
 
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");

@@ -6,11 +6,14 @@
 //!   to that cart as a [`Reconcile`] message, so the cart's actor (never the sweeper) sets it
 //!   to what the cart holds: over-held units return to stock after a crash between a sku's
 //!   write and its cart's, or a release that failed.
-//! - **Archive** (`archive_cart` job): checked-out, ended and expired carts untouched for
+//! - **Archive** (`archive_cart` and `archive_todo` jobs): checked-out, ended and expired carts untouched for
 //!   `--archive-after` leave the live namespaces. Their events move first, in commits of at
 //!   most [`EVENTS_PER_COMMIT`] (each an all-or-nothing move of a few events), then an
 //!   [`Archive`] message through the cart's actor moves its record and order in one commit.
 //!   A crash in between leaves a closed cart with fewer events, which the next pass finishes.
+//!   To-do lists have no closed state: with `--todo-archive-after` set (it is off by
+//!   default), a list untouched that long is moved by an [`ArchiveList`] message to its
+//!   actor.
 //!
 //! Each job keeps its place in the `sweeper` namespace (the store's page token, saved after
 //! every page), so a pass cut short by a restart resumes where it was. Records are looked at
@@ -27,10 +30,7 @@ use std::{
 };
 
 use prost::Message as _;
-use proto::{
-    session::v1::{self as pb, ActorRecord},
-    store::v1::{DeleteRequest, Mutation, PutRequest, mutation::Kind as Op},
-};
+use proto::session::v1::{self as pb, ActorRecord};
 use store_svc::kit::{deadline::Deadline, echo::echo, metrics::Render};
 use tokio::{sync::watch, time::Instant};
 
@@ -43,7 +43,8 @@ use crate::{
     domain::Cart,
     error::Error,
     inventory::entity::RESERVATIONS_NAMESPACE,
-    runtime::{Ctx, Entity, Kind, Store, unescape_key},
+    runtime::{Ctx, Entity, Kind, Store, store::mutation, unescape_key},
+    todo::{TodoEntity, entity::ArchiveList},
 };
 
 /// Store namespace archived sessions move to: `cart/<id>`, `orders/<id>` and
@@ -69,6 +70,8 @@ pub struct SweepSettings {
     pub rate: u32,
     /// Closed carts untouched this long are archived (`None`: never).
     pub archive_after: Option<Duration>,
+    /// To-do lists untouched this long are archived (`None`: never, the default).
+    pub todo_archive_after: Option<Duration>,
     /// Move or delete.
     pub archive: ArchiveMode,
 }
@@ -80,17 +83,20 @@ pub enum Job {
     Reconcile,
     /// Old closed carts out of the live namespaces.
     ArchiveCart,
+    /// Lists untouched for `--todo-archive-after` out of the live namespaces.
+    ArchiveTodo,
 }
 
 impl Job {
     /// Every job, in the order a pass runs them.
-    pub const ALL: [Job; 2] = [Job::Reconcile, Job::ArchiveCart];
+    pub const ALL: [Job; 3] = [Job::Reconcile, Job::ArchiveCart, Job::ArchiveTodo];
 
     /// Its name: the cursor's key, the metrics label.
     pub fn name(self) -> &'static str {
         match self {
             Job::Reconcile => "reconcile",
             Job::ArchiveCart => "archive_cart",
+            Job::ArchiveTodo => "archive_todo",
         }
     }
 
@@ -117,7 +123,7 @@ pub struct JobProgress {
 /// The sweeper's progress, shared with `/metrics` and GetStats.
 #[derive(Debug, Default)]
 pub struct Progress {
-    jobs: [JobProgress; 2],
+    jobs: [JobProgress; 3],
     /// Events moved to the archive (or deleted), in all.
     pub events_moved: AtomicU64,
 }
@@ -233,17 +239,24 @@ impl Pace {
 /// The sweeper of the cart kind (and the holds carts put on skus).
 pub struct Sweeper {
     carts: Kind<CartEntity>,
+    todos: Kind<TodoEntity>,
     store: Store,
     settings: SweepSettings,
     progress: Arc<Progress>,
 }
 
 impl Sweeper {
-    /// A sweeper over `carts`' store.
-    pub fn new(carts: Kind<CartEntity>, settings: SweepSettings, progress: Arc<Progress>) -> Self {
+    /// A sweeper over the store of `carts` and `todos`.
+    pub fn new(
+        carts: Kind<CartEntity>,
+        todos: Kind<TodoEntity>,
+        settings: SweepSettings,
+        progress: Arc<Progress>,
+    ) -> Self {
         let store = carts.store().clone();
         Self {
             carts,
+            todos,
             store,
             settings,
             progress,
@@ -276,7 +289,8 @@ impl Sweeper {
         let namespace = match job {
             Job::Reconcile => RESERVATIONS_NAMESPACE,
             Job::ArchiveCart if self.settings.archive_after.is_some() => CartEntity::KIND,
-            Job::ArchiveCart => return Ok(()),
+            Job::ArchiveTodo if self.settings.todo_archive_after.is_some() => TodoEntity::KIND,
+            Job::ArchiveCart | Job::ArchiveTodo => return Ok(()),
         };
         let progress = self.progress.job(job);
         let (mut token, mut cursor_version) = self.cursor(job).await?;
@@ -299,6 +313,7 @@ impl Sweeper {
                 let acted = match job {
                     Job::Reconcile => self.reconcile(&entry.key, &entry.value).await,
                     Job::ArchiveCart => self.archive(&entry.key, &entry.value).await,
+                    Job::ArchiveTodo => self.archive_list(&entry.key, &entry.value).await,
                 };
                 match acted {
                     Ok(true) => {
@@ -333,10 +348,10 @@ impl Sweeper {
 
     /// Saves `token` as `job`'s place; returns the cursor record's new version.
     async fn save_cursor(&self, job: Job, token: &str, version: u64) -> Result<u64, Error> {
-        let put = put(
+        let put = mutation(
             SWEEPER_NAMESPACE,
             job.name(),
-            token.as_bytes().to_vec(),
+            Some(token.as_bytes().to_vec()),
             version,
         );
         let versions = self
@@ -378,21 +393,46 @@ impl Sweeper {
             return Ok(false);
         };
         let cart = decode_cart(key, value)?;
-        let cutoff_ms = Ctx::now(0)
-            .now_ms
-            .saturating_sub(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        let cutoff_ms = cutoff(after);
         if cart.is_active() || cart.updated_at_ms > cutoff_ms {
             return Ok(false);
         }
-        let archive = match self.settings.archive {
-            ArchiveMode::Move => Some(ARCHIVE_NAMESPACE),
-            ArchiveMode::Delete => None,
-        };
+        let archive = self.archive_namespace();
         self.move_events(&cart, archive).await?;
         let deadline = Deadline::after(CALL_BUDGET);
         self.carts
             .call(key, Archive::new(cutoff_ms, archive), deadline)
             .await
+    }
+
+    /// Archives the list stored as `value` under `key` if it was untouched long enough.
+    async fn archive_list(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        let Some(after) = self.settings.todo_archive_after else {
+            return Ok(false);
+        };
+        let corrupt = |e: String| Error::Corrupt(format!("todo/{}: {e}", echo(key)));
+        let record = ActorRecord::decode(value).map_err(|e| corrupt(e.to_string()))?;
+        let head =
+            pb::TodoList::decode(record.state.as_slice()).map_err(|e| corrupt(e.to_string()))?;
+        let cutoff_ms = cutoff(after);
+        if head.updated_ms == 0 || head.updated_ms > cutoff_ms {
+            return Ok(false);
+        }
+        let request = ArchiveList {
+            cutoff_ms,
+            archive: self.archive_namespace(),
+        };
+        // A list of 10,000 entries moves in a few hundred store calls.
+        let deadline = Deadline::after(CALL_BUDGET * 6);
+        self.todos.call(key, request, deadline).await
+    }
+
+    /// Where archived records go (`None`: deleted).
+    fn archive_namespace(&self) -> Option<&'static str> {
+        match self.settings.archive {
+            ArchiveMode::Move => Some(ARCHIVE_NAMESPACE),
+            ArchiveMode::Delete => None,
+        }
     }
 
     /// Moves every event of `cart` into `archive` (or deletes them), a few per commit. A
@@ -420,9 +460,14 @@ impl Sweeper {
                 let seq = &event.key[prefix.len()..];
                 if let Some(archive) = archive {
                     let key = format!("{EVENTS_NAMESPACE}/{id}/{seq}");
-                    mutations.push(put(archive, &key, event.value.clone(), 0));
+                    mutations.push(mutation(archive, key, Some(event.value.clone()), 0));
                 }
-                mutations.push(delete(EVENTS_NAMESPACE, &event.key, event.version));
+                mutations.push(mutation(
+                    EVENTS_NAMESPACE,
+                    event.key.as_str(),
+                    None,
+                    event.version,
+                ));
             }
             self.store.commit(mutations, deadline).await?;
             self.progress
@@ -441,6 +486,13 @@ impl Sweeper {
     }
 }
 
+/// The time `age` ago, in Unix milliseconds.
+fn cutoff(age: Duration) -> i64 {
+    Ctx::now(0)
+        .now_ms
+        .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// A cart from its stored actor record.
 fn decode_cart(key: &str, value: &[u8]) -> Result<Cart, Error> {
     let corrupt = |e: String| Error::Corrupt(format!("cart/{}: {e}", echo(key)));
@@ -453,29 +505,6 @@ fn decode_cart(key: &str, value: &[u8]) -> Result<Cart, Error> {
         inventory: None,
     };
     entity.decode_state(&record.state).map_err(corrupt)
-}
-
-/// A Put of a commit.
-fn put(namespace: &str, key: &str, value: Vec<u8>, expected_version: u64) -> Mutation {
-    Mutation {
-        kind: Some(Op::Put(PutRequest {
-            namespace: namespace.to_string(),
-            key: key.to_string(),
-            value,
-            expected_version,
-        })),
-    }
-}
-
-/// A Delete of a commit.
-fn delete(namespace: &str, key: &str, expected_version: u64) -> Mutation {
-    Mutation {
-        kind: Some(Op::Delete(DeleteRequest {
-            namespace: namespace.to_string(),
-            key: key.to_string(),
-            expected_version,
-        })),
-    }
 }
 
 #[cfg(test)]
@@ -494,7 +523,7 @@ mod tests {
         assert!(out.contains("session_sweeper_acted_total{job=\"archive_cart\"} 3"));
         assert!(out.contains("session_sweeper_passes_total{job=\"reconcile\"} 0"));
         let wire = progress.wire();
-        assert_eq!(wire.len(), 2);
+        assert_eq!(wire.len(), 3);
         assert_eq!((wire[1].job.as_str(), wire[1].acted), ("archive_cart", 3));
     }
 

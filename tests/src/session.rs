@@ -126,6 +126,11 @@ impl SessionOptions {
         self.flag("--archive-after", age)
     }
 
+    /// Sets `--todo-archive-after` (e.g. `"1s"`; `"0s"`, the default, keeps lists).
+    pub fn todo_archive_after(self, age: &str) -> Self {
+        self.flag("--todo-archive-after", age)
+    }
+
     /// Sets `--archive` (`move` or `delete`).
     pub fn archive(self, mode: &str) -> Self {
         self.flag("--archive", mode)

@@ -1,16 +1,23 @@
 //! Archiving old sessions on the real binaries: checked-out, ended and expired carts older than
 //! `--archive-after` leave the live namespaces (checked through store-svc's Scan), land in the
 //! `archive` namespace where they can be read (or are gone with `--archive delete`), active
-//! carts stay, and a sweeper pass SIGKILLed half-way resumes from its saved cursor.
+//! carts stay, and a sweeper pass SIGKILLed half-way resumes from its saved cursor. To-do lists
+//! are kept until deleted unless `--todo-archive-after` is set.
 
 use std::time::Duration;
 
 use prost::Message as _;
-use proto::{session::v1::Session, store::v1::Entry};
+use proto::{
+    session::v1::{ListEntriesResponse, Session},
+    store::v1::Entry,
+};
 use tests::{
     SessionOptions,
     session::{SessionProcess, spawn_session},
-    session_client::{add_item, checkout, end_session, get_session, poll_until, start, stats},
+    session_client::{
+        add_entry, add_item, checkout, end_session, get_session, list_entries, poll_until, start,
+        stats,
+    },
     spawn_session_stack,
     store::StoreProcess,
     store_client::scan_all,
@@ -197,4 +204,84 @@ async fn a_pass_killed_half_way_resumes_from_its_cursor() {
         "the resumed pass rescanned from the start: {job:?}"
     );
     assert_eq!(job.acted as usize, CARTS - archived_before, "{job:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_lists_are_kept_by_default_and_archived_whole_when_asked() {
+    // 150 entries: more deletions than one commit may carry.
+    const ENTRIES: usize = 150;
+    async fn fill(session: &SessionProcess) {
+        let mut todo = session.todo().await;
+        for i in 0..ENTRIES {
+            let title = format!("item {i}");
+            add_entry(&mut todo, "groceries", "2026-12-01", &title)
+                .await
+                .unwrap();
+        }
+    }
+
+    // By default a list stays, however many sweeper passes go by.
+    let options = SessionOptions::new()
+        .archive_after("1s")
+        .sweep_interval("100ms");
+    let stack = spawn_session_stack(options).await;
+    fill(&stack.session).await;
+    let mut admin = stack.session.admin().await;
+    let passes = poll_until(LIMIT, Duration::from_millis(100), || {
+        let mut admin = admin.clone();
+        async move {
+            let stats = stats(&mut admin).await;
+            let cart = stats.sweeper.iter().find(|j| j.job == "archive_cart")?;
+            (cart.passes >= 3).then_some(())
+        }
+    })
+    .await;
+    assert!(passes.is_some(), "the sweeper made no passes");
+    let mut todo = stack.session.todo().await;
+    assert_eq!(
+        list_entries(&mut todo, "groceries", "")
+            .await
+            .unwrap()
+            .len(),
+        ENTRIES
+    );
+    let job = stats(&mut admin).await.sweeper;
+    assert_eq!(
+        job.iter().find(|j| j.job == "archive_todo").unwrap().acted,
+        0
+    );
+    drop(stack);
+
+    // With --todo-archive-after the untouched list moves out whole.
+    let options = SessionOptions::new()
+        .todo_archive_after("1s")
+        .sweep_interval("1s");
+    let stack = spawn_session_stack(options).await;
+    fill(&stack.session).await;
+    let moved = poll_until(LIMIT, Duration::from_millis(200), || async {
+        scan(&stack.store, "todo", "")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "the list is still live after {LIMIT:?}");
+    assert!(scan(&stack.store, "todo_entries", "").await.is_empty());
+    let heads = scan(&stack.store, "archive", "todo/groceries@").await;
+    assert_eq!(heads.len(), 1, "the list's head is archived");
+    let pages = scan(&stack.store, "archive", "todo_entries/groceries@").await;
+    let archived: Vec<String> = pages
+        .iter()
+        .flat_map(|page| {
+            ListEntriesResponse::decode(page.value.as_slice())
+                .unwrap()
+                .entries
+        })
+        .map(|entry| entry.title)
+        .collect();
+    assert_eq!(archived.len(), ENTRIES, "every entry is archived once");
+    assert!(archived.contains(&"item 149".to_string()));
+    let mut todo = stack.session.todo().await;
+    let gone = list_entries(&mut todo, "groceries", "").await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
 }
