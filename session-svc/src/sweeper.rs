@@ -43,7 +43,7 @@ use crate::{
     domain::Cart,
     error::Error,
     inventory::entity::RESERVATIONS_NAMESPACE,
-    runtime::{Ctx, Entity, Kind, Store, store::mutation, unescape_key},
+    runtime::{Ctx, Entity, Kind, Remind, Store, store::mutation, unescape_key},
     todo::{TodoEntity, entity::ArchiveList},
 };
 
@@ -126,6 +126,8 @@ pub struct Progress {
     jobs: [JobProgress; 3],
     /// Events moved to the archive (or deleted), in all.
     pub events_moved: AtomicU64,
+    /// Active carts stored without a reminder (from before reminders) given one.
+    pub reminders_backfilled: AtomicU64,
 }
 
 impl Progress {
@@ -209,6 +211,14 @@ impl Render for Progress {
              session_sweeper_events_moved_total {}",
             self.events_moved.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP session_sweeper_reminders_backfilled_total Active carts stored without a \
+             reminder (from before reminders) given one.\n\
+             # TYPE session_sweeper_reminders_backfilled_total counter\n\
+             session_sweeper_reminders_backfilled_total {}",
+            self.reminders_backfilled.load(Ordering::Relaxed)
+        );
     }
 }
 
@@ -288,7 +298,11 @@ impl Sweeper {
     async fn pass(&self, job: Job, stop: watch::Receiver<bool>) -> Result<(), Error> {
         let namespace = match job {
             Job::Reconcile => RESERVATIONS_NAMESPACE,
-            Job::ArchiveCart if self.settings.archive_after.is_some() => CartEntity::KIND,
+            Job::ArchiveCart
+                if self.settings.archive_after.is_some() || self.carts.entity().ttl.is_some() =>
+            {
+                CartEntity::KIND
+            }
             Job::ArchiveTodo if self.settings.todo_archive_after.is_some() => TodoEntity::KIND,
             Job::ArchiveCart | Job::ArchiveTodo => return Ok(()),
         };
@@ -388,11 +402,23 @@ impl Sweeper {
 
     /// Archives the cart stored as `value` under `key` if it is closed and old enough. True
     /// if it was archived.
+    ///
+    /// An active cart stored without a reminder (written before reminders existed) is sent
+    /// one now, so that it too expires after `--cart-ttl`: the reminder's handler expires it
+    /// if it is already past, and indexes its reminder in any case.
     async fn archive(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        let (cart, reminder_ms) = decode_cart_record(key, value)?;
+        if cart.is_active() && reminder_ms == 0 && self.carts.entity().ttl.is_some() {
+            let deadline = Deadline::after(CALL_BUDGET);
+            self.carts.call(key, Remind { due_ms: 0 }, deadline).await?;
+            self.progress
+                .reminders_backfilled
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
         let Some(after) = self.settings.archive_after else {
             return Ok(false);
         };
-        let cart = decode_cart(key, value)?;
         let cutoff_ms = cutoff(after);
         if cart.is_active() || cart.updated_at_ms > cutoff_ms {
             return Ok(false);
@@ -495,6 +521,11 @@ fn cutoff(age: Duration) -> i64 {
 
 /// A cart from its stored actor record.
 fn decode_cart(key: &str, value: &[u8]) -> Result<Cart, Error> {
+    decode_cart_record(key, value).map(|(cart, _)| cart)
+}
+
+/// A cart and the due time of its indexed reminder (0: none) from its stored actor record.
+fn decode_cart_record(key: &str, value: &[u8]) -> Result<(Cart, i64), Error> {
     let corrupt = |e: String| Error::Corrupt(format!("cart/{}: {e}", echo(key)));
     let record = ActorRecord::decode(value).map_err(|e| corrupt(e.to_string()))?;
     let entity = CartEntity {
@@ -504,7 +535,8 @@ fn decode_cart(key: &str, value: &[u8]) -> Result<Cart, Error> {
         ttl: None,
         inventory: None,
     };
-    entity.decode_state(&record.state).map_err(corrupt)
+    let cart = entity.decode_state(&record.state).map_err(corrupt)?;
+    Ok((cart, record.reminder_ms))
 }
 
 #[cfg(test)]
