@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, service::Interceptor};
 use crate::{
     error::Error,
     runtime::{ActorInfo, ActorStatus, Actors, validate_key},
+    sweeper::Progress,
 };
 
 /// Default and largest page of ListActors.
@@ -74,12 +75,14 @@ fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
 pub struct AdminApi {
     /// The cross-kind view.
     actors: Arc<Actors>,
+    /// The sweeper's progress.
+    sweep: Arc<Progress>,
 }
 
 impl AdminApi {
     /// Admin over `actors`.
-    pub fn new(actors: Arc<Actors>) -> Self {
-        Self { actors }
+    pub fn new(actors: Arc<Actors>, sweep: Arc<Progress>) -> Self {
+        Self { actors, sweep }
     }
 }
 
@@ -228,6 +231,7 @@ impl AdminService for AdminApi {
             max_actors: self.actors.max() as u64,
             live_by_kind: live_by_kind.into_iter().collect(),
             quarantined,
+            sweeper: self.sweep.wire(),
         }))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use store_svc::kit::{
     conn::ConnectionLimits,
     duration,
@@ -66,6 +66,33 @@ pub struct Config {
     /// even if its actor passivated or session-svc restarted meanwhile).
     #[arg(long, env = "SESSION_CART_TTL", default_value = "168h", value_parser = duration::parse)]
     pub cart_ttl: Duration,
+
+    /// Checked-out, ended and expired carts untouched this long leave the live namespaces
+    /// (moved to the `archive` namespace, or deleted with `--archive delete`); 0s: never.
+    #[arg(long, env = "SESSION_ARCHIVE_AFTER", default_value = "720h", value_parser = duration::parse)]
+    pub archive_after: Duration,
+
+    /// To-do lists untouched this long leave the live namespaces like old sessions (moved to
+    /// `archive`, or deleted with `--archive delete`); 0s, the default: lists are kept until
+    /// deleted. A list has no closed state, so this is its TTL and its archive age at once.
+    #[arg(long, env = "SESSION_TODO_ARCHIVE_AFTER", default_value = "0s", value_parser = duration::parse)]
+    pub todo_archive_after: Duration,
+
+    /// What archiving does with old sessions: `move` them to the `archive` namespace, or
+    /// `delete` them.
+    #[arg(long, env = "SESSION_ARCHIVE", default_value = "move")]
+    pub archive: ArchiveMode,
+
+    /// How long the sweeper rests between passes (archiving old sessions, reconciling stock
+    /// reservations); a pass that was cut short by a restart resumes where it was.
+    #[arg(long, env = "SESSION_SWEEP_INTERVAL", default_value = "60s", value_parser = duration::parse)]
+    pub sweep_interval: Duration,
+
+    /// Most stored records the sweeper looks at per second, so upkeep never crowds out
+    /// requests.
+    #[arg(long, env = "SESSION_SWEEP_RATE", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sweep_rate: u32,
 
     /// Idle time after which a sku (stock) actor passivates.
     #[arg(long, env = "SESSION_SKU_IDLE_TIMEOUT", default_value = "30m", value_parser = duration::parse)]
@@ -256,6 +283,19 @@ impl Config {
     }
 
     /// The runtime settings of a kind whose actors passivate after `idle_timeout`.
+    /// How the sweeper runs.
+    pub fn sweep_settings(&self) -> crate::sweeper::SweepSettings {
+        crate::sweeper::SweepSettings {
+            interval: self.sweep_interval,
+            rate: self.sweep_rate,
+            archive_after: (!self.archive_after.is_zero()).then_some(self.archive_after),
+            todo_archive_after: (!self.todo_archive_after.is_zero())
+                .then_some(self.todo_archive_after),
+            archive: self.archive,
+        }
+    }
+
+    /// The runtime settings of a kind whose actors passivate after `idle_timeout`.
     pub fn runtime_settings(&self, idle_timeout: Duration) -> Settings {
         Settings {
             mailbox_capacity: self.mailbox_capacity as usize,
@@ -351,4 +391,13 @@ mod tests {
             );
         }
     }
+}
+
+/// What archiving does with an old session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchiveMode {
+    /// Move its records to the `archive` namespace.
+    Move,
+    /// Delete its records.
+    Delete,
 }

@@ -18,6 +18,7 @@ use crate::{
     inventory::{InventoryApi, SkuEntity},
     metrics::SessionMetrics,
     runtime::{Actors, Kind, Store, batcher::BatchStats},
+    sweeper::{self, Sweeper},
     todo::{TodoApi, TodoEntity},
 };
 
@@ -127,6 +128,7 @@ impl SessionServer {
             tls,
         } = self;
         let deadline = config.default_deadline;
+        let sweep = Arc::new(sweeper::Progress::default());
         let (routes, health) =
             kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &SERVICE_NAMES)?;
         for name in SERVICE_NAMES {
@@ -148,16 +150,22 @@ impl SessionServer {
                 deadline,
             )))
             .add_service(AdminServiceServer::with_interceptor(
-                AdminApi::new(actors.clone()),
+                AdminApi::new(actors.clone(), sweep.clone()),
                 AdminAuth::new(config.admin_token.clone()),
             ));
 
         let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
         let render = Arc::new((
-            SessionMetrics::new(actors.clone(), store_batches),
+            (
+                SessionMetrics::new(actors.clone(), store_batches),
+                sweep.clone(),
+            ),
             connections.clone(),
         ));
         let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
+
+        let sweeper = Sweeper::new(carts.clone(), todos.clone(), config.sweep_settings(), sweep);
+        let sweeping = tokio::spawn(sweeper.run(carts.draining()));
 
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
         let drain = {
@@ -179,6 +187,7 @@ impl SessionServer {
             keepalive_interval: config.keepalive_interval,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
+        sweeping.abort();
         carts.close();
         todos.close();
         skus.close();

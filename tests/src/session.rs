@@ -113,6 +113,31 @@ impl SessionOptions {
         self.flag("--cart-ttl", ttl)
     }
 
+    /// Sets `--sweep-interval` (e.g. `"1s"`): the sweeper's rest between passes.
+    pub fn sweep_interval(self, interval: &str) -> Self {
+        self.flag("--sweep-interval", interval)
+    }
+
+    /// Sets `--sweep-rate`: records the sweeper looks at per second.
+    pub fn sweep_rate(self, records: u32) -> Self {
+        self.flag("--sweep-rate", records)
+    }
+
+    /// Sets `--archive-after` (e.g. `"1s"`; `"0s"` never archives).
+    pub fn archive_after(self, age: &str) -> Self {
+        self.flag("--archive-after", age)
+    }
+
+    /// Sets `--todo-archive-after` (e.g. `"1s"`; `"0s"`, the default, keeps lists).
+    pub fn todo_archive_after(self, age: &str) -> Self {
+        self.flag("--todo-archive-after", age)
+    }
+
+    /// Sets `--archive` (`move` or `delete`).
+    pub fn archive(self, mode: &str) -> Self {
+        self.flag("--archive", mode)
+    }
+
     /// Sets `--todo-idle-timeout`.
     pub fn todo_idle_timeout(self, timeout: &str) -> Self {
         self.flag("--todo-idle-timeout", timeout)

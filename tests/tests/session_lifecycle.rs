@@ -1,15 +1,18 @@
 //! Cart lifecycle on the real binaries: an active cart untouched for `--cart-ttl` is expired by
 //! its durable reminder, which fires even though the actor passivated in between, and even
-//! though session-svc was SIGKILLed and restarted; a cart that keeps being touched lives on.
+//! though session-svc was SIGKILLed and restarted; a cart that keeps being touched lives on; a
+//! cart stored before reminders existed is given one by the sweeper.
 
 use std::time::{Duration, Instant};
 
-use proto::session::v1::{ListSessionEventsRequest, SessionStatus};
+use prost::Message as _;
+use proto::session::v1::{ActorRecord, ListSessionEventsRequest, SessionStatus};
 use tests::{
     SessionOptions,
-    session::CartClient,
+    session::{CartClient, spawn_session},
     session_client::{add_item, get_session, poll_until, start},
     spawn_session_stack,
+    store_client::{delete, get, put, scan_all},
 };
 use tonic::Code;
 
@@ -91,4 +94,45 @@ async fn untouched_carts_expire_by_their_reminder_through_passivation_and_a_rest
         1,
         "expired once, however often its reminder was delivered: {names:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_stored_before_reminders_existed_is_given_one_and_expires() {
+    // A cart as an older session-svc left it: its record carries no reminder, and the index
+    // has none. Made by writing today's record back without them, session-svc stopped.
+    let mut stack = spawn_session_stack(SessionOptions::new()).await;
+    let mut cart = stack.session.cart().await;
+    start(&mut cart, "legacy").await.unwrap();
+    stack.session.kill().await.unwrap();
+    let mut store = stack.store.client().await.unwrap();
+    let stored = get(&mut store, "cart", "legacy").await.unwrap();
+    let mut record = ActorRecord::decode(stored.value.as_slice()).unwrap();
+    assert_ne!(
+        record.reminder_ms, 0,
+        "today's carts are stored with a reminder"
+    );
+    let index = scan_all(&mut store, "reminders", "cart/", 100)
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(index.len(), 1);
+    delete(&mut store, "reminders", &index[0].key, index[0].version)
+        .await
+        .unwrap();
+    record.reminder_ms = 0;
+    put(
+        &mut store,
+        "cart",
+        "legacy",
+        record.encode_to_vec(),
+        stored.version,
+    )
+    .await
+    .unwrap();
+
+    // The sweeper finds it, gives it a reminder, and the reminder expires it.
+    let options = SessionOptions::new().cart_ttl(TTL).sweep_interval("500ms");
+    stack.session = spawn_session(&stack.store.endpoint(), options).await;
+    let cart = stack.session.cart().await;
+    wait_expired(&cart, "legacy").await;
 }

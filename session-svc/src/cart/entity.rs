@@ -552,6 +552,115 @@ impl Request<CartEntity> for Checkout {
     }
 }
 
+/// The name a cart's records take in the archive: its escaped key and its start time, so a
+/// key used again by a later session is archived beside the earlier one, not over it.
+pub fn archive_id(cart: &Cart) -> String {
+    format!(
+        "{}@{:020}",
+        escape_key(&cart.key),
+        cart.created_at_ms.max(0)
+    )
+}
+
+/// Moves a closed cart out of the live namespaces (the sweeper sends it, once the cart's
+/// events are moved): its record and its order go to the archive namespace, or nowhere when
+/// the archive is off, and the actor's record is deleted in the same commit. Through the
+/// actor, so a live actor never keeps serving a session that is gone. A cart that is still
+/// active, or was touched after `cutoff_ms`, is left alone (the answer is false).
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Only carts last changed at or before this time (Unix milliseconds) go.
+    pub cutoff_ms: i64,
+    /// Where the records go: `Some(namespace)` to keep them there, `None` to delete them.
+    pub archive: Option<&'static str>,
+    /// The cart's order and its version, read by `prepare`.
+    order: Option<(Vec<u8>, u64)>,
+}
+
+impl Archive {
+    /// Archives carts closed and untouched since `cutoff_ms` into `archive` (`None`: delete).
+    pub fn new(cutoff_ms: i64, archive: Option<&'static str>) -> Self {
+        Self {
+            cutoff_ms,
+            archive,
+            order: None,
+        }
+    }
+
+    fn wanted(&self, cart: &Cart) -> bool {
+        !cart.is_active() && cart.updated_at_ms <= self.cutoff_ms
+    }
+}
+
+impl Request<CartEntity> for Archive {
+    type Reply = bool;
+
+    fn name(&self) -> &'static str {
+        "archive"
+    }
+
+    fn prepare<'a>(&'a mut self, env: Env<'a, CartEntity>) -> Option<Effect<'a>> {
+        let cart = env.state?;
+        if !self.wanted(cart) || cart.order_id.is_none() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let stored = env
+                .store
+                .get(ORDERS_NAMESPACE, env.key, env.deadline)
+                .await?;
+            self.order = stored.map(|s| (s.value, s.version));
+            Ok(())
+        }))
+    }
+
+    fn handle(
+        self,
+        entity: &CartEntity,
+        key: &str,
+        state: &mut Option<Cart>,
+        _: Ctx,
+    ) -> Result<Step<bool>, Error> {
+        let Some(cart) = state.as_ref().filter(|cart| self.wanted(cart)) else {
+            return Ok(Step::Read(false));
+        };
+        let id = archive_id(cart);
+        let mut records = Vec::with_capacity(3);
+        if let Some(archive) = self.archive {
+            records.push(RecordWrite {
+                namespace: archive,
+                key: format!("{}/{id}", CartEntity::KIND),
+                value: Some(entity.encode_state(cart)),
+                expected_version: 0,
+            });
+        }
+        if let Some((order, version)) = self.order {
+            if let Some(archive) = self.archive {
+                records.push(RecordWrite {
+                    namespace: archive,
+                    key: format!("{ORDERS_NAMESPACE}/{id}"),
+                    value: Some(order),
+                    expected_version: 0,
+                });
+            }
+            records.push(RecordWrite {
+                namespace: ORDERS_NAMESPACE,
+                key: key.to_string(),
+                value: None,
+                expected_version: version,
+            });
+        }
+        // No state: the runtime deletes the cart's record and its reminder in this commit.
+        *state = None;
+        Ok(Step::Write {
+            reply: true,
+            records,
+            outcome: 0,
+            after: None,
+        })
+    }
+}
+
 /// Sets the cart's hold on `sku` to what the cart holds now: sent by the sweeper's
 /// reconciler for a hold that does not match the cart's stored record (a crash between the
 /// sku's write and the cart's, or a release that failed). Through the cart's mailbox, so it

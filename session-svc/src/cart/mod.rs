@@ -8,5 +8,5 @@ pub mod convert;
 pub mod entity;
 pub mod service;
 
-pub use entity::{CartEntity, Inventory, Reconcile, SessionReply};
+pub use entity::{Archive, CartEntity, Inventory, Reconcile, SessionReply};
 pub use service::CartApi;

@@ -15,10 +15,7 @@ use std::{collections::VecDeque, pin::Pin, sync::Arc, sync::atomic::Ordering};
 
 use bytes::Bytes;
 use prost::Message as _;
-use proto::{
-    session::v1::{ActorRecord, RecentRequest},
-    store::v1::{DeleteRequest, Mutation, PutRequest, mutation::Kind as Op},
-};
+use proto::session::v1::{ActorRecord, RecentRequest};
 use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
     sync::{broadcast, oneshot},
@@ -30,6 +27,7 @@ use super::{
     entity::{After, Child, Ctx, Entity, Env, RecordWrite, Replay, Request, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Watching},
     panic::{CatchUnwind, message},
+    store::mutation,
 };
 use crate::error::Error;
 
@@ -115,25 +113,6 @@ async fn persist<E: Entity, R: Request<E>>(
         loaded.version = versions.first().copied().unwrap_or_default();
     }
     Ok(reply)
-}
-
-/// A Put (`value` set) or Delete of a commit.
-fn mutation(namespace: String, key: String, value: Option<Vec<u8>>, expected: u64) -> Mutation {
-    Mutation {
-        kind: Some(match value {
-            Some(value) => Op::Put(PutRequest {
-                namespace,
-                key,
-                value,
-                expected_version: expected,
-            }),
-            None => Op::Delete(DeleteRequest {
-                namespace,
-                key,
-                expected_version: expected,
-            }),
-        }),
-    }
 }
 
 /// `session.v1.ActorRecord`, encoded field by field so the state's bytes are not copied twice.
@@ -538,8 +517,15 @@ impl<E: Entity> Actor<E> {
             store: &inner.store,
             deadline,
         };
-        if let Some(effect) = command.prepare(env) {
-            effect.await?;
+        let prepared = match command.prepare(env) {
+            Some(effect) => effect.await,
+            None => Ok(()),
+        };
+        if let Err(error) = prepared {
+            if R::PREPARE_WRITES {
+                self.loaded = None; // the store may have moved under the state: reload
+            }
+            return Err(error);
         }
         let ctx = Ctx::now(loaded.version);
         let (reply, mut records, outcome, after) =

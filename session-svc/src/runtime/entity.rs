@@ -42,7 +42,8 @@ impl std::fmt::Debug for After {
 }
 
 /// What a request's [`Request::prepare`] may use: the actor's current state, and the store
-/// for reads (writes go through the actor's commit, never around it).
+/// for reads (writes go through the actor's commit; only a request that says so with
+/// [`Request::PREPARE_WRITES`] writes here).
 pub struct Env<'a, E: Entity> {
     /// The kind.
     pub entity: &'a E,
@@ -151,6 +152,23 @@ pub fn escape_key(key: &str) -> String {
         }
     }
     escaped
+}
+
+/// Undoes [`escape_key`]; `None` for text it could not have produced.
+pub fn unescape_key(escaped: &str) -> Option<String> {
+    let mut key = String::with_capacity(escaped.len());
+    let mut rest = escaped;
+    while let Some(at) = rest.find('%') {
+        key.push_str(&rest[..at]);
+        match rest.get(at..at + 3) {
+            Some("%25") => key.push('%'),
+            Some("%2F") => key.push('/'),
+            _ => return None,
+        }
+        rest = &rest[at + 3..];
+    }
+    key.push_str(rest);
+    Some(key)
 }
 
 /// What a handler may know about the world besides the state: the time and the version.
@@ -266,6 +284,11 @@ pub trait Request<E: Entity>: Sized + Send + 'static {
     fn prepare<'a>(&'a mut self, _env: Env<'a, E>) -> Option<Effect<'a>> {
         None
     }
+
+    /// True for a request whose `prepare` writes to the store itself (archiving a list,
+    /// which outgrows one commit): if it fails, the in-memory state may no longer match the
+    /// store, so the runtime reloads it before the next message.
+    const PREPARE_WRITES: bool = false;
 
     /// Handles the request for `key`, changing its state in place (`None`: no state yet).
     /// Pure: no I/O, no clock. An `Err` is answered as is and must leave `state` unchanged;

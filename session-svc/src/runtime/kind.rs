@@ -19,6 +19,7 @@ use std::{
 use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
     sync::{OwnedSemaphorePermit, broadcast, oneshot, watch},
+    task::AbortHandle,
     time::Instant,
 };
 
@@ -143,6 +144,38 @@ pub(super) struct Cell<E: Entity> {
     /// Watchers of this key, made on first watch. Here rather than in the actor so that the
     /// registry can end their streams when it stops the actor.
     pub watchers: Mutex<Option<broadcast::Sender<E::Snapshot>>>,
+    /// In-memory timers of this activation ([`Kind::send_after`]), made on the first: they
+    /// are aborted when the activation ends. Boxed, so an actor without timers pays a pointer.
+    pub timers: Mutex<Option<Box<Timers>>>,
+}
+
+/// The live timers of one activation.
+#[derive(Debug, Default)]
+pub(super) struct Timers(Vec<AbortHandle>);
+
+impl<E: Entity> Drop for Cell<E> {
+    /// The activation is over (passivated, evicted, quarantined, shut down): its timers go
+    /// with it, like an OTP process's `send_after` timers with the process.
+    fn drop(&mut self) {
+        let timers = self
+            .timers
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        for timer in timers.take().into_iter().flat_map(|t| t.0) {
+            timer.abort();
+        }
+    }
+}
+
+/// A timer set by [`Kind::send_after`].
+#[derive(Debug)]
+pub struct Timer(AbortHandle);
+
+impl Timer {
+    /// Cancels it: its message is not sent (if it has not been already).
+    pub fn cancel(&self) {
+        self.0.abort();
+    }
 }
 
 impl<E: Entity> Cell<E> {
@@ -371,6 +404,50 @@ impl<E: Entity> Kind<E> {
         self.send(key, Msg::Job(Box::new(Cast(request))), deadline)
     }
 
+    /// Sends `request` to the live actor of `key` after `delay`, as a cast: OTP's
+    /// `Process.send_after`. The timer lives in memory with this activation of the actor: if
+    /// the actor passivates, is evicted or quarantined, or the server stops first, the message
+    /// is never sent, and the key is not reactivated for it (durable reminders are the kind
+    /// that survive that: [`Entity::reminder_due`]). `None` when `key` is not live. A message
+    /// that finds the mailbox full is dropped, like any cast refused for load.
+    pub fn send_after<R: Request<E>>(
+        &self,
+        key: &str,
+        request: R,
+        delay: Duration,
+    ) -> Option<Timer> {
+        let cell = match self.inner.map.shard(key).get(key) {
+            Some(Slot::Live(cell)) if !cell.mailbox.is_closed() => cell.clone(),
+            _ => return None,
+        };
+        let weak = Arc::downgrade(&cell);
+        let budget = self.inner.settings.idle_timeout;
+        let fire = async move {
+            tokio::time::sleep(delay).await;
+            let Some(cell) = weak.upgrade() else {
+                return; // the activation ended meanwhile
+            };
+            let msg = Msg::Job(Box::new(Cast(request)));
+            let envelope = Box::new(Envelope {
+                msg,
+                deadline: Deadline::after(budget),
+            });
+            if let Err(refused) = cell.mailbox.push(envelope) {
+                let why = match refused {
+                    Refused::Full(_) => "mailbox full",
+                    Refused::Closed(_) => "actor stopped",
+                };
+                tracing::debug!(kind = E::KIND, why, "timer message dropped");
+            }
+        };
+        let handle = tokio::spawn(fire).abort_handle();
+        let mut timers = cell.timers.lock().unwrap_or_else(PoisonError::into_inner);
+        let timers = &mut timers.get_or_insert_with(Default::default).0;
+        timers.retain(|t| !t.is_finished());
+        timers.push(handle.clone());
+        Some(Timer(handle))
+    }
+
     /// Makes the actor of `key` live with its state loaded, without running a command.
     pub async fn activate(&self, key: &str, deadline: Deadline) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
@@ -529,6 +606,7 @@ impl<E: Entity> Kind<E> {
             last_used: AtomicU64::new(actors.now_tick()),
             restarts: AtomicU32::new(0),
             watchers: Mutex::new(None),
+            timers: Mutex::new(None),
         });
         let key: Arc<str> = key.into();
         shard.insert(key.clone(), Slot::Live(cell.clone()));

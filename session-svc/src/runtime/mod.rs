@@ -32,7 +32,7 @@ use std::time::Duration;
 
 pub use entity::{
     After, Child, Children, Ctx, Effect, Entity, Env, RecordWrite, Remind, Replay, Request,
-    RequestId, Step, escape_key,
+    RequestId, Step, escape_key, unescape_key,
 };
 
 /// The store namespace of the durable reminder index: one record per pending reminder, keyed
@@ -43,7 +43,7 @@ pub const REMINDERS_NAMESPACE: &str = "reminders";
 pub fn reminder_key(kind: &str, due_ms: i64, key: &str) -> String {
     format!("{kind}/{:020}/{}", due_ms.max(0), escape_key(key))
 }
-pub use kind::{Kind, Subscription, WatchSlot, validate_key};
+pub use kind::{Kind, Subscription, Timer, WatchSlot, validate_key};
 pub use registry::{ActorInfo, ActorStatus, Actors, Counts};
 pub use store::Store;
 

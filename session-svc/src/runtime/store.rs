@@ -10,8 +10,8 @@ use std::{
 };
 
 use proto::store::v1::{
-    CommitRequest, Entry, GetRequest, Mutation, ScanRequest, Write, mutation::Kind,
-    store_service_client::StoreServiceClient, write::Operation,
+    CommitRequest, DeleteRequest, Entry, GetRequest, Mutation, PutRequest, ScanRequest, Write,
+    mutation::Kind, store_service_client::StoreServiceClient, write::Operation,
 };
 use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use tonic::{
@@ -230,6 +230,31 @@ impl Store {
 
 /// The in-memory store: namespace → key → record, ordered like store-svc's keys.
 type MemoryMap = HashMap<String, BTreeMap<String, Stored>>;
+
+/// A Put (`value` set) or Delete of a commit, expecting the key at `expected` (0: absent).
+pub fn mutation(
+    namespace: impl Into<String>,
+    key: impl Into<String>,
+    value: Option<Vec<u8>>,
+    expected: u64,
+) -> Mutation {
+    let (namespace, key) = (namespace.into(), key.into());
+    Mutation {
+        kind: Some(match value {
+            Some(value) => Kind::Put(PutRequest {
+                namespace,
+                key,
+                value,
+                expected_version: expected,
+            }),
+            None => Kind::Delete(DeleteRequest {
+                namespace,
+                key,
+                expected_version: expected,
+            }),
+        }),
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

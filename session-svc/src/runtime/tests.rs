@@ -603,3 +603,150 @@ async fn a_quarantine_admits_no_request_between_the_crash_and_the_swap() {
     }
     assert_eq!(f.actors.live(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_message_arrives_while_its_actor_lives_and_dies_with_it() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    assert!(
+        f.kind
+            .send_after("k", Add(1, None), Duration::ZERO)
+            .is_none(),
+        "a key that is not live has no timers"
+    );
+    add(&f.kind, "k", 1).await.unwrap();
+    let timer = f
+        .kind
+        .send_after("k", Add(10, None), Duration::from_millis(500));
+    assert!(timer.is_some());
+    f.kind
+        .send_after("k", Add(1000, None), Duration::from_millis(500))
+        .unwrap()
+        .cancel();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 11);
+
+    // A timer longer than the actor's idle life goes with it: it neither fires into the next
+    // activation nor reactivates the key.
+    f.kind
+        .send_after("k", Add(100, None), Duration::from_secs(5))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(f.actors.live(), 0, "the idle actor passivated");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(f.actors.live(), 0, "the timer reactivated the key");
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 11);
+}
+
+/// Adds what its `prepare` found (after a wait, as a call to another actor would) and counts
+/// its follow-up, which must see the commit durable.
+struct Prepared {
+    found: Option<u64>,
+    fail: bool,
+    followed: Arc<AtomicUsize>,
+    store: Store,
+}
+
+impl Request<Counter> for Prepared {
+    type Reply = u64;
+
+    fn name(&self) -> &'static str {
+        "prepared"
+    }
+
+    fn prepare<'a>(&'a mut self, env: Env<'a, Counter>) -> Option<Effect<'a>> {
+        Some(Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if self.fail {
+                return Err(Error::FailedPrecondition("not enough".into()));
+            }
+            self.found = Some(env.state.copied().unwrap_or(0) * 2);
+            Ok(())
+        }))
+    }
+
+    fn handle(
+        self,
+        _: &Counter,
+        _: &str,
+        state: &mut Option<u64>,
+        _: Ctx,
+    ) -> Result<Step<u64>, Error> {
+        let value = state.unwrap_or(0) + self.found.expect("prepare ran first");
+        *state = Some(value);
+        let (followed, store) = (self.followed, self.store);
+        Ok(Step::Write {
+            reply: value,
+            records: Vec::new(),
+            outcome: 0,
+            after: Some(After(Box::new(move |deadline| {
+                Box::pin(async move {
+                    let stored = store.get("counter", "k", deadline).await?;
+                    assert_eq!(
+                        stored.map(|s| s.version),
+                        Some(2),
+                        "after runs after the commit"
+                    );
+                    followed.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            }))),
+        })
+    }
+}
+
+/// Lets the state go: the actor's record is deleted.
+struct Forget;
+
+impl Request<Counter> for Forget {
+    type Reply = ();
+
+    fn name(&self) -> &'static str {
+        "forget"
+    }
+
+    fn handle(
+        self,
+        _: &Counter,
+        _: &str,
+        state: &mut Option<u64>,
+        _: Ctx,
+    ) -> Result<Step<()>, Error> {
+        *state = None;
+        Ok(Step::write(()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepare_runs_before_the_handler_and_after_follows_the_commit() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 3).await.unwrap();
+    let followed = Arc::new(AtomicUsize::new(0));
+    let request = |fail| Prepared {
+        found: None,
+        fail,
+        followed: followed.clone(),
+        store: f.store.clone(),
+    };
+    let refused = f.kind.call("k", request(true), soon()).await;
+    assert!(matches!(refused, Err(Error::FailedPrecondition(_))));
+    assert_eq!(
+        f.kind.call("k", Get, soon()).await.unwrap(),
+        3,
+        "a failed prepare writes nothing"
+    );
+    assert_eq!(f.kind.call("k", request(false), soon()).await.unwrap(), 9);
+    assert_eq!(
+        followed.load(Ordering::SeqCst),
+        1,
+        "the reply waited for the follow-up"
+    );
+
+    f.kind.call("k", Forget, soon()).await.unwrap();
+    let gone = f.store.get("counter", "k", soon()).await.unwrap();
+    assert!(gone.is_none(), "a state set to None deletes the record");
+    assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 0);
+}

@@ -11,7 +11,8 @@ use crate::{
     domain::{Date, Entry, TodoList},
     error::Error,
     runtime::{
-        Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
+        Child, Children, Ctx, Effect, Entity, Env, RecordWrite, Replay, Request, RequestId, Step,
+        escape_key, store::mutation,
     },
 };
 
@@ -24,6 +25,117 @@ pub const MAX_PAGE_BYTES: usize = 3 * 1024 * 1024;
 /// The store key of entry `id` of list `list`: zero-padded so keys sort by id.
 pub fn entry_key(list: &str, id: u64) -> String {
     format!("{}/{id:020}", escape_key(list))
+}
+
+/// Bytes of entries per archived page, at most: far below store-svc's value limit.
+const ARCHIVE_PAGE_BYTES: usize = 256 * 1024;
+/// Entry deletions per commit: store-svc's limit of mutations per commit.
+const DELETES_PER_COMMIT: usize = 100;
+
+/// The name a list's records take in the archive: its escaped name and the time of its last
+/// change, so a list archived, started again and archived again is kept twice, not over.
+pub fn archive_id(list: &str, updated_ms: i64) -> String {
+    format!("{}@{:020}", escape_key(list), updated_ms.max(0))
+}
+
+/// Moves a list untouched since `cutoff_ms` out of the live namespaces (the sweeper sends
+/// it, with `--todo-archive-after`): its head to `todo/<id>` and its entries, in pages of a
+/// `ListEntriesResponse` each, to `todo_entries/<id>/<page>` of the archive namespace (or
+/// nowhere, when `archive` is `None`); then its live entries and head are deleted.
+///
+/// A list of up to 10,000 entries outgrows one commit, so the actor does it in steps inside
+/// this one message, while no other message of the list can run: copies first (each created
+/// once, so a repeat after a crash keeps the complete first copy), then deletions, then the
+/// head. A crash part-way leaves the list with fewer entries, all of them in the archive,
+/// and the next pass finishes the move. A list written since the cutoff stays (false).
+#[derive(Debug, Clone)]
+pub struct ArchiveList {
+    /// Only lists last changed at or before this time (Unix milliseconds) go.
+    pub cutoff_ms: i64,
+    /// Where the records go: `Some(namespace)` to keep them there, `None` to delete them.
+    pub archive: Option<&'static str>,
+}
+
+impl ArchiveList {
+    fn wanted(&self, stored: &StoredList) -> bool {
+        stored.updated_ms > 0 && stored.updated_ms <= self.cutoff_ms
+    }
+}
+
+/// Creates `(key, value)` in `namespace` unless it exists (a copy made before a crash).
+async fn create_once(
+    store: &crate::runtime::Store,
+    namespace: &str,
+    key: String,
+    value: Vec<u8>,
+    deadline: store_svc::kit::deadline::Deadline,
+) -> Result<(), Error> {
+    match store
+        .commit(vec![mutation(namespace, key, Some(value), 0)], deadline)
+        .await
+    {
+        Ok(_) | Err(Error::Aborted(_)) => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+impl Request<TodoEntity> for ArchiveList {
+    type Reply = bool;
+    const PREPARE_WRITES: bool = true;
+
+    fn name(&self) -> &'static str {
+        "archive_list"
+    }
+
+    fn prepare<'a>(&'a mut self, env: Env<'a, TodoEntity>) -> Option<Effect<'a>> {
+        let stored = env.state.filter(|stored| self.wanted(stored))?;
+        Some(Box::pin(async move {
+            let (store, deadline) = (env.store, env.deadline);
+            if let Some(archive) = self.archive {
+                let id = archive_id(env.key, stored.updated_ms);
+                let head = TodoEntity.encode_state(stored);
+                create_once(store, archive, format!("todo/{id}"), head, deadline).await?;
+                let mut page = pb::ListEntriesResponse::default();
+                let mut pages = 0usize;
+                let entries = stored.list.entries(None);
+                for (i, entry) in entries.iter().enumerate() {
+                    page.entries.push(wire_entry(entry));
+                    if page.encoded_len() >= ARCHIVE_PAGE_BYTES || i + 1 == entries.len() {
+                        let key = format!("{ENTRIES_NAMESPACE}/{id}/{pages:06}");
+                        let bytes = std::mem::take(&mut page).encode_to_vec();
+                        create_once(store, archive, key, bytes, deadline).await?;
+                        pages += 1;
+                    }
+                }
+            }
+            let versions: Vec<_> = stored.versions.iter().collect();
+            for chunk in versions.chunks(DELETES_PER_COMMIT) {
+                let deletes = chunk
+                    .iter()
+                    .map(|(id, version)| {
+                        mutation(ENTRIES_NAMESPACE, entry_key(env.key, **id), None, **version)
+                    })
+                    .collect();
+                store.commit(deletes, deadline).await?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn handle(
+        self,
+        _: &TodoEntity,
+        _: &str,
+        state: &mut Option<StoredList>,
+        _: Ctx,
+    ) -> Result<Step<bool>, Error> {
+        if !state.as_ref().is_some_and(|stored| self.wanted(stored)) {
+            return Ok(Step::Read(false));
+        }
+        // No state: the runtime deletes the list's head in this commit.
+        *state = None;
+        Ok(Step::write(true))
+    }
 }
 
 /// Add an entry (creating the list on first use): answered with the entry.
@@ -81,6 +193,8 @@ pub struct StoredList {
     pub list: TodoList,
     /// Entry id → version of its record, the version the next write of it expects.
     pub versions: HashMap<u64, u64>,
+    /// When an entry was last added, changed or deleted (Unix ms; 0: not known).
+    pub updated_ms: i64,
 }
 
 /// An entry on the wire.
@@ -173,6 +287,7 @@ impl Entity for TodoEntity {
         Ok(StoredList {
             list,
             versions: HashMap::new(),
+            updated_ms: head.updated_ms,
         })
     }
 
@@ -181,6 +296,7 @@ impl Entity for TodoEntity {
             name: stored.list.name.clone(),
             next_id: stored.list.next_id,
             entry_count: stored.list.len() as u64,
+            updated_ms: stored.updated_ms,
         }
         .encode_to_vec()
     }
@@ -269,7 +385,7 @@ impl Request<TodoEntity> for AddEntry {
         _: &TodoEntity,
         key: &str,
         state: &mut Option<StoredList>,
-        _: Ctx,
+        ctx: Ctx,
     ) -> Result<Step<pb::Entry>, Error> {
         // A new list is kept only if its first entry is valid: state stays None on error.
         let mut fresh = None;
@@ -278,10 +394,12 @@ impl Request<TodoEntity> for AddEntry {
             None => fresh.insert(StoredList {
                 list: TodoList::new(key.to_string())?,
                 versions: HashMap::new(),
+                updated_ms: ctx.now_ms,
             }),
         };
         let entry = stored.list.add(self.date, self.title)?;
         stored.versions.insert(entry.id, 1);
+        stored.updated_ms = ctx.now_ms;
         if let Some(stored) = fresh {
             *state = Some(stored);
         }
@@ -345,7 +463,7 @@ impl Request<TodoEntity> for UpdateEntry {
         entity: &TodoEntity,
         key: &str,
         state: &mut Option<StoredList>,
-        _: Ctx,
+        ctx: Ctx,
     ) -> Result<Step<pb::Entry>, Error> {
         let stored = state.as_mut().ok_or_else(|| entity.missing(key))?;
         let unchanged = self.date.is_none() && self.title.is_none();
@@ -356,6 +474,7 @@ impl Request<TodoEntity> for UpdateEntry {
         let version = stored.versions.entry(self.id).or_insert(0);
         let record = put_entry(key, &entry, *version);
         *version += 1;
+        stored.updated_ms = ctx.now_ms;
         Ok(Step::Write {
             reply: wire_entry(&entry),
             records: vec![record],
@@ -392,11 +511,12 @@ impl Request<TodoEntity> for DeleteEntry {
         entity: &TodoEntity,
         key: &str,
         state: &mut Option<StoredList>,
-        _: Ctx,
+        ctx: Ctx,
     ) -> Result<Step<pb::DeleteEntryResponse>, Error> {
         let stored = state.as_mut().ok_or_else(|| entity.missing(key))?;
         stored.list.delete(self.id)?;
         let version = stored.versions.remove(&self.id).unwrap_or(0);
+        stored.updated_ms = ctx.now_ms;
         Ok(Step::Write {
             reply: pb::DeleteEntryResponse {},
             records: vec![RecordWrite {

@@ -10,6 +10,8 @@
 //!   that fsyncs every write.
 //! - `sku-adjust`: durable AdjustStock through the sku actors, on one hot sku (one mailbox)
 //!   vs spread over many skus.
+//! - `cart-reserve`: AddItem of tracked skus, each reserving at the sku's actor first, on one
+//!   hot sku vs many, with untracked skus (no reservation) as the baseline.
 //!
 //! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
 //! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
@@ -21,7 +23,8 @@
 //! # Layout
 //!
 //! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
-//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`: one benchmark each (its flags,
+//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`,
+//!   `cart_reserve.rs`: one benchmark each (its flags,
 //!   what it compares, how it drives load, its header and summary).
 //! - `measure.rs`: the rotating runs every benchmark makes and what a window samples.
 //! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
@@ -29,6 +32,7 @@
 //! - `redis_server.rs`: finding `redis-server` and starting it durable in a temp dir.
 //! - `carts.rs`: cart clients and the sessions set up before a measurement.
 
+mod cart_reserve;
 mod carts;
 mod measure;
 mod redis_server;
@@ -45,8 +49,8 @@ use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
 use crate::{
-    session_add_item::SessionAddItem, session_get::SessionGet, sku_adjust::SkuAdjust,
-    store_put::StorePut,
+    cart_reserve::CartReserve, session_add_item::SessionAddItem, session_get::SessionGet,
+    sku_adjust::SkuAdjust, store_put::StorePut,
 };
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
@@ -76,6 +80,8 @@ enum Bench {
     SessionAddItem(SessionAddItem),
     /// Stock: AdjustStock on one hot sku (one actor) vs spread over many skus.
     SkuAdjust(SkuAdjust),
+    /// Reservations: AddItem of tracked skus on one hot sku vs many, vs untracked skus.
+    CartReserve(CartReserve),
 }
 
 /// The closed loop every benchmark runs.
@@ -125,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::SessionGet(args) => session_get::run(args).await,
         Bench::SessionAddItem(args) => session_add_item::run(args).await,
         Bench::SkuAdjust(args) => sku_adjust::run(args).await,
+        Bench::CartReserve(args) => cart_reserve::run(args).await,
     }
 }
 
