@@ -575,7 +575,7 @@ async fn sigkills_mid_race_never_oversell_and_reconciliation_returns_what_no_car
     // if the cart were gone and its hold left behind): whatever the kills leave over, this
     // is one unit the reconciler must return.
     const VANISHING: &str = "vanishing";
-    let options = SessionOptions::new().flag("--sweep-interval", SWEEP_INTERVAL);
+    let options = SessionOptions::new().sweep_interval(SWEEP_INTERVAL);
     let mut stack = spawn_session_stack(options).await;
     let mut store = stack.store.client().await.unwrap();
     let mut inventory = stack.session.inventory().await;
@@ -745,7 +745,7 @@ async fn sigkills_mid_race_never_oversell_and_reconciliation_returns_what_no_car
         .map(|(key, units)| (key, units - held.get(key).copied().unwrap_or(0)))
         .filter(|(_, over)| *over > 0)
         .collect();
-    eprintln!("held for no cart before reconciliation: {over:?}");
+    eprintln!("held for no cart as the race ended (the reconciler may have run already): {over:?}");
 
     // The reconciler returns every unit no cart holds, and nothing a cart holds.
     let reconciled = poll_until(RECONCILE_LIMIT, Duration::from_millis(200), || {
