@@ -85,7 +85,9 @@ impl SessionOptions {
         Self::default()
     }
 
-    fn flag(mut self, flag: &'static str, value: impl ToString) -> Self {
+    /// Sets any `flag` to `value` (replacing an earlier value): for a flag without a setter
+    /// of its own, such as one newer than this harness.
+    pub fn flag(mut self, flag: &'static str, value: impl ToString) -> Self {
         self.flags.retain(|(set, _)| *set != flag);
         self.flags.push((flag, value.to_string()));
         self
