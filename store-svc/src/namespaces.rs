@@ -140,7 +140,10 @@ mod tests {
                 "todo",
                 "todo_entries",
                 "sku",
-                "reminders"
+                "reservations",
+                "reminders",
+                "archive",
+                "sweeper"
             ]
         );
     }
