@@ -315,7 +315,13 @@ impl Sweeper {
         loop {
             let (page, next) = self
                 .store
-                .scan(namespace, "", PAGE, token, Deadline::after(CALL_BUDGET))
+                .scan(
+                    namespace,
+                    "",
+                    PAGE,
+                    token.clone(),
+                    Deadline::after(CALL_BUDGET),
+                )
                 .await?;
             for entry in page {
                 if *stop.borrow() {
@@ -340,7 +346,9 @@ impl Sweeper {
                     }
                 }
             }
-            cursor_version = self.save_cursor(job, &next, cursor_version).await?;
+            if next != token {
+                cursor_version = self.save_cursor(job, &next, cursor_version).await?;
+            }
             if next.is_empty() {
                 progress.passes.fetch_add(1, Ordering::Relaxed);
                 return Ok(());

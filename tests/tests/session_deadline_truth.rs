@@ -47,6 +47,13 @@ async fn every_server_answer_to_a_late_write_means_what_the_contract_says() {
     for (_, key) in &carts {
         start(&mut cart, key).await.unwrap();
     }
+    // Every AddItem first asks its sku's actor whether the sku's stock is tracked; that actor
+    // stays live. Loaded now, it answers from memory, and the deadlines below measure the
+    // carts' own slow writes rather than all of them queueing behind one slow first load.
+    start(&mut cart, "warm-up").await.unwrap();
+    tests::session_client::add_item(&mut cart, "warm-up", "A", 1, 100)
+        .await
+        .unwrap();
 
     proxy.set_delay(STORE_DELAY);
     let mut calls = JoinSet::new();

@@ -132,6 +132,9 @@ impl Entity for SkuEntity {
     const KEY_FIELD: &'static str = "sku";
     type State = Stock;
     type Snapshot = pb::Stock;
+    /// Every AddItem asks its sku whether it is tracked: an untracked sku's actor stays live
+    /// (until idle) to answer from memory, not from a store read per AddItem.
+    const KEEP_WITHOUT_STATE: bool = true;
 
     fn decode_state(&self, bytes: &[u8]) -> Result<Stock, String> {
         let record = pb::StockRecord::decode(bytes).map_err(|e| e.to_string())?;

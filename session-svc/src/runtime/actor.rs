@@ -389,7 +389,8 @@ impl<E: Entity> Actor<E> {
             }
             // A key with no state (a read of a session never started) keeps nothing worth a
             // live actor: stop now rather than let unknown keys fill the registry.
-            if self.loaded.as_ref().is_some_and(|l| l.state.is_none())
+            if !E::KEEP_WITHOUT_STATE
+                && self.loaded.as_ref().is_some_and(|l| l.state.is_none())
                 && self.kind.retire_if_idle(&self.key, self.cell.id)
             {
                 return;

@@ -229,6 +229,12 @@ pub trait Entity: Send + Sync + 'static {
     /// The error for a request that needs state at a key that has none (watching, reading).
     fn missing(&self, key: &str) -> Error;
 
+    /// Whether an actor whose key has no state stays live like any other (until idle or
+    /// evicted). By default it stops after its message: unknown keys, which anyone can send,
+    /// must not fill the registry. A kind whose keys form a small catalog (skus) keeps them,
+    /// so that "no state" is answered from memory rather than by a store read every time.
+    const KEEP_WITHOUT_STATE: bool = false;
+
     /// Whether this kind's actors use durable reminders ([`Entity::reminder_due`]): only then
     /// does the runtime watch the reminder index for it.
     const REMINDERS: bool = false;
