@@ -10,6 +10,8 @@
 //!   that fsyncs every write.
 //! - `sku-adjust`: durable AdjustStock through the sku actors, on one hot sku (one mailbox)
 //!   vs spread over many skus.
+//! - `reminders`: durable reminders firing for many passivated carts: seed carts with a short
+//!   TTL, let them passivate, measure how fast their expiry reminders fire.
 //!
 //! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
 //! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
@@ -21,8 +23,9 @@
 //! # Layout
 //!
 //! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
-//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`: one benchmark each (its flags,
-//!   what it compares, how it drives load, its header and summary).
+//! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`, `reminders.rs`:
+//!   one benchmark each (its flags, what it compares, how it drives load, its header and
+//!   summary).
 //! - `measure.rs`: the rotating runs every benchmark makes and what a window samples.
 //! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
 //! - `servers.rs`: finding and starting the binaries, connecting to them.
@@ -32,6 +35,7 @@
 mod carts;
 mod measure;
 mod redis_server;
+mod reminders;
 mod report;
 mod servers;
 mod session_add_item;
@@ -45,8 +49,8 @@ use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
 use crate::{
-    session_add_item::SessionAddItem, session_get::SessionGet, sku_adjust::SkuAdjust,
-    store_put::StorePut,
+    reminders::Reminders, session_add_item::SessionAddItem, session_get::SessionGet,
+    sku_adjust::SkuAdjust, store_put::StorePut,
 };
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
@@ -76,6 +80,9 @@ enum Bench {
     SessionAddItem(SessionAddItem),
     /// Stock: AdjustStock on one hot sku (one actor) vs spread over many skus.
     SkuAdjust(SkuAdjust),
+    /// Durable reminders: seed many carts with a short TTL, let them passivate, measure how
+    /// fast their expiry reminders fire.
+    Reminders(Reminders),
 }
 
 /// The closed loop every benchmark runs.
@@ -125,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::SessionGet(args) => session_get::run(args).await,
         Bench::SessionAddItem(args) => session_add_item::run(args).await,
         Bench::SkuAdjust(args) => sku_adjust::run(args).await,
+        Bench::Reminders(args) => reminders::run(args).await,
     }
 }
 
