@@ -1,5 +1,6 @@
-//! session-svc's `/metrics`: live actors against the cap, per kind, crashes and quarantines,
-//! open watch streams against their cap, and the store write batcher's counters.
+//! session-svc's `/metrics`: live actors against the cap, per kind, crashes, quarantines and
+//! fired reminders, open watch streams against their cap, and the store write batcher's
+//! counters.
 //!
 //! Every figure is a counter the runtime keeps as it goes: a scrape never walks the actors,
 //! so it costs the same with a million live ones.
@@ -71,6 +72,17 @@ impl Render for SessionMetrics {
                 out,
                 "session_actor_quarantines_total{{kind=\"{kind}\"}} {}",
                 c.quarantines
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP session_reminders_fired_total Durable reminders sent to their actors (a resend counts again).\n# TYPE session_reminders_fired_total counter"
+        );
+        for (kind, c) in &counts {
+            let _ = writeln!(
+                out,
+                "session_reminders_fired_total{{kind=\"{kind}\"}} {}",
+                c.reminders_fired
             );
         }
         let _ = writeln!(

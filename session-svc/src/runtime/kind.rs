@@ -228,6 +228,8 @@ pub(super) struct Inner<E: Entity> {
     crashes: AtomicU64,
     /// Keys quarantined since start.
     quarantines: AtomicU64,
+    /// Durable reminders handed to their actors since start (a resend counts again).
+    reminders_fired: AtomicU64,
     /// Open watch streams of this kind.
     watchers: Arc<AtomicUsize>,
     /// Set when the server starts draining: watch streams end.
@@ -287,6 +289,7 @@ impl<E: Entity> Kind<E> {
             quarantined: AtomicUsize::new(0),
             crashes: AtomicU64::new(0),
             quarantines: AtomicU64::new(0),
+            reminders_fired: AtomicU64::new(0),
             watchers: Arc::new(AtomicUsize::new(0)),
             draining: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -771,7 +774,7 @@ async fn remind<E: Entity>(inner: Weak<Inner<E>>) {
 }
 
 /// Sends each due reminder of `entries` (index records, earliest first) to its actor, unless
-/// it was sent recently; false once it meets one not yet due.
+/// it was sent recently, counting each one sent; false once it meets one not yet due.
 fn deliver<E: Entity>(
     kind: &Kind<E>,
     prefix: &str,
@@ -802,6 +805,7 @@ fn deliver<E: Entity>(
         let remind = super::Remind { due_ms: due };
         match kind.cast(&key, remind, Deadline::after(REMINDER_RESEND)) {
             Ok(()) => {
+                kind.inner.reminders_fired.fetch_add(1, Ordering::Relaxed);
                 sent.insert(entry.key, now_instant);
             }
             Err(error) => {
@@ -920,6 +924,7 @@ impl<E: Entity> Table for Inner<E> {
             quarantined: self.quarantined.load(Ordering::Relaxed),
             crashes: self.crashes.load(Ordering::Relaxed),
             quarantines: self.quarantines.load(Ordering::Relaxed),
+            reminders_fired: self.reminders_fired.load(Ordering::Relaxed),
             watchers: self.watchers.load(Ordering::Relaxed),
         }
     }
@@ -958,5 +963,88 @@ fn info<E: Entity>(key: &Arc<str>, slot: &Slot<E>, now: u64) -> ActorInfo {
             idle_for: Duration::ZERO,
             restarts: *restarts,
         },
+    }
+}
+
+#[cfg(test)]
+mod reminder_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::runtime::Store;
+
+    /// An entity with no state to speak of: enough to receive reminders.
+    struct Plain;
+
+    impl Entity for Plain {
+        const KIND: &'static str = "plain";
+        const KEY_FIELD: &'static str = "key";
+        type State = ();
+        type Snapshot = ();
+
+        fn decode_state(&self, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn encode_state(&self, _: &()) -> Vec<u8> {
+            Vec::new()
+        }
+        fn snapshot(&self, _: &(), _: u64) {}
+        fn is_final(&self, _: &()) -> bool {
+            false
+        }
+        fn missing(&self, key: &str) -> Error {
+            Error::NotFound(key.into())
+        }
+    }
+
+    /// The index record of `key`'s reminder due at `due_ms`.
+    fn indexed(due_ms: i64, key: &str) -> proto::store::v1::Entry {
+        proto::store::v1::Entry {
+            key: super::super::reminder_key(Plain::KIND, due_ms, key),
+            value: key.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_reminders_sent_are_counted_as_fired() {
+        let kind = Kind::new(
+            Plain,
+            Store::in_memory(),
+            Settings::default(),
+            Actors::new(8),
+        );
+        let prefix = format!("{}/", Plain::KIND);
+        let now_instant = Instant::now();
+        let entries = vec![
+            indexed(100, "a"),
+            indexed(150, "already-sent"),
+            indexed(200, "b"),
+            indexed(300, "later"),
+        ];
+        let mut sent = HashMap::from([(entries[1].key.clone(), now_instant)]);
+
+        let all_due = deliver(&kind, &prefix, entries.clone(), 200, now_instant, &mut sent);
+
+        assert!(!all_due, "stopped at the reminder not yet due");
+        assert_eq!(
+            kind.inner.counts().reminders_fired,
+            2,
+            "a and b, nothing else"
+        );
+        assert!(sent.contains_key(&entries[0].key) && sent.contains_key(&entries[2].key));
+        assert!(!sent.contains_key(&entries[3].key));
+
+        // The next look within the resend time sends nothing again.
+        let all_due = deliver(
+            &kind,
+            &prefix,
+            entries[..3].to_vec(),
+            200,
+            now_instant,
+            &mut sent,
+        );
+        assert!(all_due);
+        assert_eq!(kind.inner.counts().reminders_fired, 2);
     }
 }

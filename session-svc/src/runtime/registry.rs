@@ -75,6 +75,8 @@ pub struct Counts {
     pub crashes: u64,
     /// Keys quarantined since start.
     pub quarantines: u64,
+    /// Durable reminders handed to their actors since start (a resend counts again).
+    pub reminders_fired: u64,
     /// Open watch streams of the kind now.
     pub watchers: usize,
 }

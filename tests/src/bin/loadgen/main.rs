@@ -12,6 +12,8 @@
 //!   vs spread over many skus.
 //! - `cart-reserve`: AddItem of tracked skus, each reserving at the sku's actor first, on one
 //!   hot sku vs many, with untracked skus (no reservation) as the baseline.
+//! - `reminders`: durable reminders firing for many passivated carts: seed carts with a short
+//!   TTL, let them passivate, measure how fast their expiry reminders fire.
 //!
 //! The `redis_cart` contender needs `redis-server` (`apt-get install -y redis-server`); the
 //! benchmarks start and stop their own, and skip the contender, saying so, when it is missing.
@@ -24,8 +26,8 @@
 //!
 //! - `main.rs`: the command line, the flags every benchmark shares, and dispatch.
 //! - `store_put.rs`, `session_get.rs`, `session_add_item.rs`, `sku_adjust.rs`,
-//!   `cart_reserve.rs`: one benchmark each (its flags,
-//!   what it compares, how it drives load, its header and summary).
+//!   `cart_reserve.rs`, `reminders.rs`: one benchmark each (its flags, what it compares, how
+//!   it drives load, its header and summary).
 //! - `measure.rs`: the rotating runs every benchmark makes and what a window samples.
 //! - `report.rs`: the Markdown they share (header, runs table, errors, summary, number formats).
 //! - `servers.rs`: finding and starting the binaries, connecting to them.
@@ -36,6 +38,7 @@ mod cart_reserve;
 mod carts;
 mod measure;
 mod redis_server;
+mod reminders;
 mod report;
 mod servers;
 mod session_add_item;
@@ -49,8 +52,8 @@ use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
 use crate::{
-    cart_reserve::CartReserve, session_add_item::SessionAddItem, session_get::SessionGet,
-    sku_adjust::SkuAdjust, store_put::StorePut,
+    cart_reserve::CartReserve, reminders::Reminders, session_add_item::SessionAddItem,
+    session_get::SessionGet, sku_adjust::SkuAdjust, store_put::StorePut,
 };
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
@@ -82,6 +85,9 @@ enum Bench {
     SkuAdjust(SkuAdjust),
     /// Reservations: AddItem of tracked skus on one hot sku vs many, vs untracked skus.
     CartReserve(CartReserve),
+    /// Durable reminders: seed many carts with a short TTL, let them passivate, measure how
+    /// fast their expiry reminders fire.
+    Reminders(Reminders),
 }
 
 /// The closed loop every benchmark runs.
@@ -132,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::SessionAddItem(args) => session_add_item::run(args).await,
         Bench::SkuAdjust(args) => sku_adjust::run(args).await,
         Bench::CartReserve(args) => cart_reserve::run(args).await,
+        Bench::Reminders(args) => reminders::run(args).await,
     }
 }
 
