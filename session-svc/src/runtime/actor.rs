@@ -349,6 +349,10 @@ pub(super) struct Actor<E: Entity> {
     loaded: Option<Loaded<E>>,
     /// Times of recent crashes, for the restart intensity.
     crashes: VecDeque<Instant>,
+    /// Set when a durable reminder activated this actor: once it is handled, the actor goes
+    /// back to sleep if nothing else came for it, rather than stay live for an idle timeout
+    /// (a backlog of reminders would otherwise fill the registry with woken actors).
+    woken_by_reminder: bool,
 }
 
 /// Runs the actor of `key` until its mailbox closes: passivated or evicted (by the registry's
@@ -367,6 +371,7 @@ pub(super) fn run<E: Entity>(
         cell,
         loaded: None,
         crashes: VecDeque::new(),
+        woken_by_reminder: false,
     })
     .run()
 }
@@ -384,6 +389,16 @@ impl<E: Entity> Actor<E> {
                 .store(self.kind.inner.actors.now_tick(), Ordering::Relaxed);
             if let Err(payload) = handled
                 && !self.restart(message(payload.as_ref()))
+            {
+                return;
+            }
+            if std::mem::take(&mut self.woken_by_reminder)
+                && self
+                    .cell
+                    .watchers()
+                    .as_ref()
+                    .is_none_or(|w| w.receiver_count() == 0)
+                && self.kind.retire_if_idle(&self.key, self.cell.id)
             {
                 return;
             }
@@ -480,13 +495,14 @@ impl<E: Entity> Actor<E> {
                     .into(),
             ));
         }
+        let fired = command.fired_reminder();
+        self.woken_by_reminder = fired.is_some() && self.loaded.is_none();
         self.load(deadline).await?;
         let inner = self.kind.inner.clone();
         let entity = &inner.entity;
         let loaded = self.loaded.as_mut().expect("loaded above");
         let rpc = command.name();
         let request = command.request_id().cloned();
-        let fired = command.fired_reminder();
         if let Some(request) = &request
             && let Seen::Retry(outcome) = seen(&loaded.recent, rpc, request)?
         {

@@ -750,3 +750,37 @@ async fn prepare_runs_before_the_handler_and_after_follows_the_commit() {
     assert!(gone.is_none(), "a state set to None deletes the record");
     assert_eq!(f.kind.call("k", Get, soon()).await.unwrap(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_actor_woken_by_a_reminder_sleeps_again_but_a_live_one_stays() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    add(&f.kind, "asleep", 1).await.unwrap();
+    add(&f.kind, "awake", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(f.actors.live(), 0, "both passivated");
+
+    f.kind.call("awake", Get, soon()).await.unwrap();
+    f.kind
+        .call("asleep", Remind { due_ms: 1 }, soon())
+        .await
+        .unwrap();
+    f.kind
+        .call("awake", Remind { due_ms: 1 }, soon())
+        .await
+        .unwrap();
+    tokio::task::yield_now().await;
+    let live = f.actors.live();
+    assert_eq!(
+        live, 1,
+        "the reminder's actor went back to sleep, the busy one stayed"
+    );
+    assert!(
+        f.actors.get("counter", "awake").is_some(),
+        "the busy actor is live"
+    );
+    assert_eq!(f.kind.call("asleep", Get, soon()).await.unwrap(), 1);
+}
