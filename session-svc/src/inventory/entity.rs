@@ -338,6 +338,16 @@ pub enum Held {
     Set,
 }
 
+/// The write of a changed hold: the sku's record and the hold's, in one commit.
+fn hold_written(record: RecordWrite) -> Step<Held> {
+    Step::Write {
+        reply: Held::Set,
+        records: vec![record],
+        outcome: 0,
+        after: None,
+    }
+}
+
 /// A cart holds `quantity` units of this sku from now on (0: none): the absolute count, so a
 /// repeat is harmless. More than is available (beyond what the cart held) is refused.
 #[derive(Debug)]
@@ -378,12 +388,7 @@ impl Request<SkuEntity> for Reserve {
             )));
         }
         let record = stock.set_hold(&self.cart, self.quantity, ctx.now_ms);
-        Ok(Step::Write {
-            reply: Held::Set,
-            records: vec![record],
-            outcome: 0,
-            after: None,
-        })
+        Ok(hold_written(record))
     }
 }
 
@@ -423,12 +428,7 @@ impl Request<SkuEntity> for Settle {
         let sold = self.quantity.clamp(0, hold.quantity);
         let record = stock.set_hold(&self.cart, 0, ctx.now_ms);
         stock.on_hand -= sold;
-        Ok(Step::Write {
-            reply: Held::Set,
-            records: vec![record],
-            outcome: 0,
-            after: None,
-        })
+        Ok(hold_written(record))
     }
 }
 

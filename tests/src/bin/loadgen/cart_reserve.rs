@@ -12,13 +12,15 @@ use tests::{
     load::{self, Call, LoadReport},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
-use tonic::{Code, transport::Channel};
+use tonic::transport::Channel;
 
 use crate::{
     LoadArgs,
     carts::{CartApi, add_item_request, start_session},
-    measure::{Measured, Target, WindowSample, measure_runs, sample_window},
-    report::{Layout, percent, print_header_end, print_header_start, print_summary},
+    measure::{Target, WindowSample, measure_runs, sample_window},
+    report::{
+        Layout, WRITE_COLUMNS, print_header_end, print_header_start, print_summary, write_cells,
+    },
     servers::{SESSION_BINARY, connect, require_binaries, spawn_metered_stack},
 };
 
@@ -63,15 +65,8 @@ impl Target for Spread {
 
 const LAYOUT: Layout<Spread> = Layout {
     target_column: "skus",
-    extra_columns: &[
-        "FAILED_PRECONDITION",
-        "writes/flush",
-        "session-svc CPU",
-        "store-svc CPU",
-        "loadgen CPU",
-        "other CPU",
-    ],
-    extra_cells: run_cells,
+    extra_columns: WRITE_COLUMNS,
+    extra_cells: write_cells,
     summary_columns: &[],
     request: "AddItem",
     ratio: "Many skus / one hot sku",
@@ -158,20 +153,4 @@ fn print_header(args: &CartReserve) {
         args.load.runs
     );
     print_header_end();
-}
-
-/// A run row's cells after the common ones.
-fn run_cells(measured: &Measured<Spread>) -> Vec<String> {
-    let window = &measured.window;
-    vec![
-        measured
-            .report
-            .errors_of(Code::FailedPrecondition)
-            .to_string(),
-        crate::report::per_flush(window.writes_per_flush),
-        percent(window.cpu(0)),
-        percent(window.cpu(1)),
-        percent(window.loadgen_cpu),
-        percent(window.other_cpu),
-    ]
 }

@@ -271,6 +271,33 @@ pub fn per_flush(value: Option<f64>) -> String {
     value.map_or("n/a".to_owned(), |n| format!("{n:.1}"))
 }
 
+/// The extra columns of the benchmarks that drive durable actor writes against a stack
+/// (`sku-adjust`, `cart-reserve`): refusals for stock, batching, and where the CPU went.
+pub const WRITE_COLUMNS: &[&str] = &[
+    "FAILED_PRECONDITION",
+    "writes/flush",
+    "session-svc CPU",
+    "store-svc CPU",
+    "loadgen CPU",
+    "other CPU",
+];
+
+/// One run's cells in [`WRITE_COLUMNS`]; the window's pids are session-svc's, then store-svc's.
+pub fn write_cells<T>(measured: &Measured<T>) -> Vec<String> {
+    let window = &measured.window;
+    vec![
+        measured
+            .report
+            .errors_of(tonic::Code::FailedPrecondition)
+            .to_string(),
+        per_flush(window.writes_per_flush),
+        percent(window.cpu(0)),
+        percent(window.cpu(1)),
+        percent(window.loadgen_cpu),
+        percent(window.other_cpu),
+    ]
+}
+
 /// This invocation as `cargo run` would spell it, so the figures can be reproduced.
 fn command_line() -> String {
     let args: Vec<String> = std::env::args()
