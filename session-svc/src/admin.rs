@@ -77,12 +77,18 @@ pub struct AdminApi {
     actors: Arc<Actors>,
     /// The sweeper's progress.
     sweep: Arc<Progress>,
+    /// When it started, for the uptime.
+    started: std::time::Instant,
 }
 
 impl AdminApi {
     /// Admin over `actors`.
     pub fn new(actors: Arc<Actors>, sweep: Arc<Progress>) -> Self {
-        Self { actors, sweep }
+        Self {
+            actors,
+            sweep,
+            started: std::time::Instant::now(),
+        }
     }
 }
 
@@ -209,7 +215,13 @@ impl AdminService for AdminApi {
             tracing::warn!(kind = %echo(&r.kind), key = %echo(&r.key), "actor killed by admin");
             Ok(Response::new(pb::KillActorResponse {}))
         } else {
-            Err(Error::NotFound(format!("no live actor {}/{}", echo(&r.kind), echo(&r.key))).into())
+            Err(Error::NotFound(format!(
+                "{}/{} is not live (passivated, or never started), so there is no actor to \
+                 kill; its next request activates it",
+                echo(&r.kind),
+                echo(&r.key)
+            ))
+            .into())
         }
     }
 
@@ -220,18 +232,38 @@ impl AdminService for AdminApi {
         // Counters, not a walk over every actor: GetStats is cheap however many are live.
         let mut live_by_kind = BTreeMap::<String, u64>::new();
         let mut quarantined = 0;
+        let mut kinds = Vec::new();
         for (kind, counts) in self.actors.counts() {
             if counts.live > 0 {
                 *live_by_kind.entry(kind.to_string()).or_default() += counts.live as u64;
             }
             quarantined += counts.quarantined as u64;
+            kinds.push(pb::KindStats {
+                kind: kind.to_string(),
+                live: counts.live as u64,
+                quarantined: counts.quarantined as u64,
+                activations: counts.activations,
+                passivations: counts.passivations,
+                restarts: counts.crashes,
+                quarantines: counts.quarantines,
+                mailbox_rejections: counts.mailbox_rejections,
+                deadline_drops: counts.deadline_drops,
+                watchers: counts.watchers as u64,
+                reminders_fired: counts.reminders_fired,
+            });
         }
+        let uptime = self.started.elapsed();
         Ok(Response::new(pb::Stats {
             live_actors: self.actors.live() as u64,
             max_actors: self.actors.max() as u64,
             live_by_kind: live_by_kind.into_iter().collect(),
             quarantined,
             sweeper: self.sweep.wire(),
+            kinds,
+            uptime: Some(prost_types::Duration {
+                seconds: i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(uptime.subsec_nanos()).unwrap_or(0),
+            }),
         }))
     }
 }

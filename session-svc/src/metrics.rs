@@ -12,7 +12,10 @@ use std::{
 
 use store_svc::kit::metrics::Render;
 
-use crate::runtime::{Actors, batcher::BatchStats};
+use crate::runtime::{Actors, Counts, batcher::BatchStats};
+
+/// A per-kind counter since start: its name, its help, and where it is in [`Counts`].
+type Lifetime = (&'static str, &'static str, fn(&Counts) -> u64);
 
 /// Renders the runtime's gauges in the Prometheus text format.
 pub struct SessionMetrics {
@@ -84,6 +87,34 @@ impl Render for SessionMetrics {
                 "session_reminders_fired_total{{kind=\"{kind}\"}} {}",
                 c.reminders_fired
             );
+        }
+        let lifetimes: [Lifetime; 4] = [
+            (
+                "session_actor_activations_total",
+                "Actors activated (loaded into memory).",
+                |c| c.activations,
+            ),
+            (
+                "session_actor_passivations_total",
+                "Actors passivated: idle, evicted at --max-actors, or holding no state.",
+                |c| c.passivations,
+            ),
+            (
+                "session_mailbox_rejections_total",
+                "Requests refused RESOURCE_EXHAUSTED for a full mailbox.",
+                |c| c.mailbox_rejections,
+            ),
+            (
+                "session_deadline_drops_total",
+                "Requests dropped unexecuted because their deadline passed first.",
+                |c| c.deadline_drops,
+            ),
+        ];
+        for (name, help, value) in lifetimes {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (kind, c) in &counts {
+                let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value(c));
+            }
         }
         let _ = writeln!(
             out,

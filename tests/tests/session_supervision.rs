@@ -67,6 +67,18 @@ async fn a_killed_actor_restarts_from_durable_state_and_other_keys_do_not_notice
             bystander
         );
     }
+    // GetStats counts the restart, per kind.
+    let stats = tests::session_client::stats(&mut admin).await;
+    let carts = stats.kinds.iter().find(|k| k.kind == "cart").unwrap();
+    assert_eq!(carts.restarts, 1, "{carts:?}");
+    assert!(carts.activations >= 1 + BYSTANDERS as u64, "{carts:?}");
+    assert!(stats.uptime.is_some());
+    // A key with no live actor cannot be killed, and the answer says why.
+    let idle = kill_actor(&mut admin, "cart", "never-started")
+        .await
+        .unwrap_err();
+    assert_eq!(idle.code(), tonic::Code::NotFound, "{idle:?}");
+    assert!(idle.message().contains("is not live"), "{idle:?}");
 }
 
 #[tokio::test]

@@ -490,6 +490,10 @@ impl<E: Entity> Actor<E> {
         deadline: Deadline,
     ) -> Result<R::Reply, Error> {
         if deadline.expired() {
+            self.kind
+                .inner
+                .deadline_drops
+                .fetch_add(1, Ordering::Relaxed);
             return Err(Error::DeadlineExceeded(
                 "the request waited in the actor's mailbox past its deadline and was not executed"
                     .into(),

@@ -230,6 +230,15 @@ pub(super) struct Inner<E: Entity> {
     quarantines: AtomicU64,
     /// Durable reminders handed to their actors since start (a resend counts again).
     reminders_fired: AtomicU64,
+    /// Activations since start.
+    activations: AtomicU64,
+    /// Actors stopped since start because they were idle, evicted at the cap, or held
+    /// nothing (not crashes or quarantines).
+    passivations: AtomicU64,
+    /// Messages refused since start because the mailbox was full.
+    mailbox_rejections: AtomicU64,
+    /// Messages dropped unexecuted since start because their deadline passed first.
+    pub(super) deadline_drops: AtomicU64,
     /// Open watch streams of this kind.
     watchers: Arc<AtomicUsize>,
     /// Set when the server starts draining: watch streams end.
@@ -243,6 +252,12 @@ impl<E: Entity> Inner<E> {
     fn live_gone(&self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.actors.release();
+    }
+
+    /// Books an actor passivated (idle, evicted, or holding nothing): it leaves the map.
+    fn passivated(&self) {
+        self.live_gone();
+        self.passivations.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a handler crash (the actor calls it).
@@ -290,6 +305,10 @@ impl<E: Entity> Kind<E> {
             crashes: AtomicU64::new(0),
             quarantines: AtomicU64::new(0),
             reminders_fired: AtomicU64::new(0),
+            activations: AtomicU64::new(0),
+            passivations: AtomicU64::new(0),
+            mailbox_rejections: AtomicU64::new(0),
+            deadline_drops: AtomicU64::new(0),
             watchers: Arc::new(AtomicUsize::new(0)),
             draining: watch::channel(false).0,
             closed: AtomicBool::new(false),
@@ -317,7 +336,7 @@ impl<E: Entity> Kind<E> {
             Slot::Live(cell) => {
                 let idle_for = now.saturating_sub(cell.last_used.load(Ordering::Relaxed));
                 if idle_for >= idle_ms && cell.retire_if_idle() {
-                    inner.live_gone();
+                    inner.passivated();
                     stopped += 1;
                     false
                 } else {
@@ -376,6 +395,7 @@ impl<E: Entity> Kind<E> {
         match tokio::time::timeout_at(deadline.instant(), &mut answer).await {
             Ok(answer) => return answer.map_err(|_| crashed())?,
             Err(_) if claim.abandon() => {
+                self.inner.deadline_drops.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::DeadlineExceeded(format!(
                     "{}/{} was busy until the deadline; the request was not executed",
                     E::KIND,
@@ -554,6 +574,9 @@ impl<E: Entity> Kind<E> {
             match cell.mailbox.push(envelope) {
                 Ok(()) => return Ok(()),
                 Err(Refused::Full(_)) => {
+                    self.inner
+                        .mailbox_rejections
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(Error::MailboxFull {
                         kind: E::KIND,
                         key: key.to_string(),
@@ -603,6 +626,7 @@ impl<E: Entity> Kind<E> {
     /// Starts a new actor for `key` in the locked `shard`, whose live slot is reserved.
     fn activate_in(&self, mut shard: ShardGuard<'_, Slot<E>>, key: &str) -> Arc<Cell<E>> {
         let actors = &self.inner.actors;
+        self.inner.activations.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(Cell {
             id: actors.next_id(),
             mailbox: Mailbox::new(self.inner.settings.mailbox_capacity),
@@ -669,7 +693,7 @@ impl<E: Entity> Kind<E> {
                 let retired = cell.retire_if_idle();
                 if retired {
                     shard.remove(key);
-                    self.inner.live_gone();
+                    self.inner.passivated();
                 }
                 retired
             }
@@ -899,7 +923,7 @@ impl<E: Entity> Table for Inner<E> {
         };
         if evicted {
             shard.remove(&candidate.key);
-            self.live_gone();
+            self.passivated();
         }
         evicted
     }
@@ -925,6 +949,10 @@ impl<E: Entity> Table for Inner<E> {
             crashes: self.crashes.load(Ordering::Relaxed),
             quarantines: self.quarantines.load(Ordering::Relaxed),
             reminders_fired: self.reminders_fired.load(Ordering::Relaxed),
+            activations: self.activations.load(Ordering::Relaxed),
+            passivations: self.passivations.load(Ordering::Relaxed),
+            mailbox_rejections: self.mailbox_rejections.load(Ordering::Relaxed),
+            deadline_drops: self.deadline_drops.load(Ordering::Relaxed),
             watchers: self.watchers.load(Ordering::Relaxed),
         }
     }

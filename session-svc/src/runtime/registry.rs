@@ -77,6 +77,14 @@ pub struct Counts {
     pub quarantines: u64,
     /// Durable reminders handed to their actors since start (a resend counts again).
     pub reminders_fired: u64,
+    /// Activations since start.
+    pub activations: u64,
+    /// Actors stopped since start for idleness, at the cap, or holding nothing.
+    pub passivations: u64,
+    /// Messages refused for a full mailbox since start.
+    pub mailbox_rejections: u64,
+    /// Messages dropped unexecuted since start, their deadline passed.
+    pub deadline_drops: u64,
     /// Open watch streams of the kind now.
     pub watchers: usize,
 }

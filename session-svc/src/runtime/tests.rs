@@ -784,3 +784,36 @@ async fn an_actor_woken_by_a_reminder_sleeps_again_but_a_live_one_stays() {
     );
     assert_eq!(f.kind.call("asleep", Get, soon()).await.unwrap(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn activations_passivations_rejections_and_deadline_drops_are_counted() {
+    let settings = Settings {
+        idle_timeout: Duration::from_secs(1),
+        mailbox_capacity: 2,
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    add(&f.kind, "a", 1).await.unwrap();
+    add(&f.kind, "b", 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    add(&f.kind, "a", 1).await.unwrap();
+    // Queued synchronously before the actor runs: the third is refused, and the one whose
+    // deadline has passed is dropped when its turn comes.
+    f.kind
+        .cast("a", Add(100, None), Deadline::after(Duration::ZERO))
+        .unwrap();
+    f.kind.cast("a", Add(1, None), soon()).unwrap();
+    assert!(f.kind.cast("a", Add(1, None), soon()).is_err());
+    tokio::time::sleep(Duration::from_millis(1)).await; // let the actor drain its mailbox
+    assert_eq!(f.kind.call("a", Get, soon()).await.unwrap(), 3);
+    let (_, c) = f.actors.counts()[0];
+    assert_eq!(
+        (
+            c.activations,
+            c.passivations,
+            c.mailbox_rejections,
+            c.deadline_drops
+        ),
+        (3, 2, 1, 1)
+    );
+}
