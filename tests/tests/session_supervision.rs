@@ -71,7 +71,7 @@ async fn a_killed_actor_restarts_from_durable_state_and_other_keys_do_not_notice
     let stats = tests::session_client::stats(&mut admin).await;
     let carts = stats.kinds.iter().find(|k| k.kind == "cart").unwrap();
     assert_eq!(carts.restarts, 1, "{carts:?}");
-    assert!(carts.activations >= 1 + BYSTANDERS as u64, "{carts:?}");
+    assert!(carts.activations > BYSTANDERS as u64, "{carts:?}");
     assert!(stats.uptime.is_some());
     // A key with no live actor cannot be killed, and the answer says why.
     let idle = kill_actor(&mut admin, "cart", "never-started")
