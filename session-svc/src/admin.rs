@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     error::Error,
-    runtime::{ActorInfo, ActorStatus, Actors, validate_key},
+    runtime::{ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
     sweeper::Progress,
 };
 
@@ -79,16 +79,27 @@ pub struct AdminApi {
     sweep: Arc<Progress>,
     /// When it started, for the uptime.
     started: std::time::Instant,
+    /// How long calls to store-svc take.
+    store_latency: Arc<Latency>,
 }
 
 impl AdminApi {
     /// Admin over `actors`.
-    pub fn new(actors: Arc<Actors>, sweep: Arc<Progress>) -> Self {
+    pub fn new(actors: Arc<Actors>, sweep: Arc<Progress>, store_latency: Arc<Latency>) -> Self {
         Self {
             actors,
             sweep,
             started: std::time::Instant::now(),
+            store_latency,
         }
+    }
+}
+
+/// A duration on the wire.
+fn wire_duration(duration: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -252,7 +263,13 @@ impl AdminService for AdminApi {
                 reminders_fired: counts.reminders_fired,
             });
         }
-        let uptime = self.started.elapsed();
+        let uptime = wire_duration(self.started.elapsed());
+        let store = &self.store_latency;
+        let store_calls = pb::StoreCalls {
+            calls: store.count(),
+            p50: store.quantile(0.5).map(wire_duration),
+            p99: store.quantile(0.99).map(wire_duration),
+        };
         Ok(Response::new(pb::Stats {
             live_actors: self.actors.live() as u64,
             max_actors: self.actors.max() as u64,
@@ -260,10 +277,8 @@ impl AdminService for AdminApi {
             quarantined,
             sweeper: self.sweep.wire(),
             kinds,
-            uptime: Some(prost_types::Duration {
-                seconds: i64::try_from(uptime.as_secs()).unwrap_or(i64::MAX),
-                nanos: i32::try_from(uptime.subsec_nanos()).unwrap_or(0),
-            }),
+            uptime: Some(uptime),
+            store_calls: Some(store_calls),
         }))
     }
 }

@@ -150,7 +150,11 @@ impl SessionServer {
                 deadline,
             )))
             .add_service(AdminServiceServer::with_interceptor(
-                AdminApi::new(actors.clone(), sweep.clone()),
+                AdminApi::new(
+                    actors.clone(),
+                    sweep.clone(),
+                    carts.store().latency().clone(),
+                ),
                 AdminAuth::new(config.admin_token.clone()),
             ));
 

@@ -73,6 +73,16 @@ async fn a_killed_actor_restarts_from_durable_state_and_other_keys_do_not_notice
     assert_eq!(carts.restarts, 1, "{carts:?}");
     assert!(carts.activations > BYSTANDERS as u64, "{carts:?}");
     assert!(stats.uptime.is_some());
+    let store = stats.store_calls.unwrap();
+    assert!(store.calls > 0, "{store:?}");
+    let nanos = |d: Option<prost_types::Duration>| {
+        let d = d.expect("quantiles once calls were made");
+        d.seconds * 1_000_000_000 + i64::from(d.nanos)
+    };
+    assert!(
+        0 < nanos(store.p50) && nanos(store.p50) <= nanos(store.p99),
+        "{store:?}"
+    );
     // A key with no live actor cannot be killed, and the answer says why.
     let idle = kill_actor(&mut admin, "cart", "never-started")
         .await

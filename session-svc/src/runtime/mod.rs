@@ -22,6 +22,7 @@ pub mod actor;
 pub mod batcher;
 pub mod entity;
 pub mod kind;
+pub mod latency;
 pub mod link;
 pub mod mailbox;
 pub mod panic;

@@ -35,6 +35,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Store {
     /// Where records live.
     backend: Backend,
+    /// How long its calls take, answered or not (GetStats' store p50 and p99).
+    latency: Arc<super::latency::Latency>,
 }
 
 #[derive(Clone, Debug)]
@@ -81,6 +83,7 @@ impl Store {
             batching.map(|settings| Batcher::spawn(client.clone(), settings, link.clone()));
         Ok(Self {
             backend: Backend::Remote(client, batcher, link),
+            latency: Arc::default(),
         })
     }
 
@@ -96,11 +99,60 @@ impl Store {
     pub fn in_memory() -> Self {
         Self {
             backend: Backend::Memory(Arc::default()),
+            latency: Arc::default(),
         }
+    }
+
+    /// How long this store's calls take.
+    pub fn latency(&self) -> &Arc<super::latency::Latency> {
+        &self.latency
     }
 
     /// The record at `namespace/key`, or `None`.
     pub async fn get(
+        &self,
+        namespace: &str,
+        key: &str,
+        deadline: Deadline,
+    ) -> Result<Option<Stored>, Error> {
+        let start = std::time::Instant::now();
+        let got = self.get_call(namespace, key, deadline).await;
+        self.latency.record(start.elapsed());
+        got
+    }
+
+    /// One page of `namespace`'s records whose keys start with `prefix`, after `page_token`,
+    /// and the token of the next page ("" after the last).
+    pub async fn scan(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        page_size: i32,
+        page_token: String,
+        deadline: Deadline,
+    ) -> Result<(Vec<Entry>, String), Error> {
+        let start = std::time::Instant::now();
+        let page = self
+            .scan_call(namespace, prefix, page_size, page_token, deadline)
+            .await;
+        self.latency.record(start.elapsed());
+        page
+    }
+
+    /// Applies `mutations` all or nothing; the new version of each.
+    pub async fn commit(
+        &self,
+        mutations: Vec<Mutation>,
+        deadline: Deadline,
+    ) -> Result<Vec<u64>, Error> {
+        let start = std::time::Instant::now();
+        let committed = self.commit_call(mutations, deadline).await;
+        self.latency.record(start.elapsed());
+        committed
+    }
+
+    /// The record at `namespace/key`, or `None`.
+    async fn get_call(
         &self,
         namespace: &str,
         key: &str,
@@ -137,7 +189,7 @@ impl Store {
     /// One page of the records of `namespace` whose keys start with `prefix`, after the
     /// page `page_token` ended (empty: the first page), and the token of the next page
     /// (empty: none). `page_size` 0 is the store's default.
-    pub async fn scan(
+    async fn scan_call(
         &self,
         namespace: &str,
         prefix: &str,
@@ -191,7 +243,7 @@ impl Store {
 
     /// Applies `mutations` all or nothing ([`CommitRequest`]); each one's version. ABORTED
     /// when any expected version does not match, and then nothing was applied.
-    pub async fn commit(
+    async fn commit_call(
         &self,
         mutations: Vec<Mutation>,
         deadline: Deadline,
