@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "session/v1/inventory.proto",
     "session/v1/record.proto",
     "session/v1/admin.proto",
+    "session/v1/jobs.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
