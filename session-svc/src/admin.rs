@@ -114,6 +114,7 @@ fn wire(info: &ActorInfo) -> pb::Actor {
         mailbox_len: u32::try_from(info.mailbox_len).unwrap_or(u32::MAX),
         idle: prost_types::Duration::try_from(info.idle_for).ok(),
         restarts: info.restarts,
+        ..Default::default()
     }
 }
 
@@ -279,6 +280,7 @@ impl AdminService for AdminApi {
             kinds,
             uptime: Some(uptime),
             store_calls: Some(store_calls),
+            jobs: None,
         }))
     }
 }
