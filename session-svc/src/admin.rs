@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     error::Error,
+    jobs::Jobs,
     runtime::{ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
     sweeper::Progress,
 };
@@ -81,16 +82,24 @@ pub struct AdminApi {
     started: std::time::Instant,
     /// How long calls to store-svc take.
     store_latency: Arc<Latency>,
+    /// The job supervisor, for the jobs by state.
+    jobs: Jobs,
 }
 
 impl AdminApi {
     /// Admin over `actors`.
-    pub fn new(actors: Arc<Actors>, sweep: Arc<Progress>, store_latency: Arc<Latency>) -> Self {
+    pub fn new(
+        actors: Arc<Actors>,
+        sweep: Arc<Progress>,
+        store_latency: Arc<Latency>,
+        jobs: Jobs,
+    ) -> Self {
         Self {
             actors,
             sweep,
             started: std::time::Instant::now(),
             store_latency,
+            jobs,
         }
     }
 }
@@ -280,7 +289,7 @@ impl AdminService for AdminApi {
             kinds,
             uptime: Some(uptime),
             store_calls: Some(store_calls),
-            jobs: None,
+            jobs: Some(self.jobs.counts()),
         }))
     }
 }

@@ -78,6 +78,36 @@ pub struct Config {
     #[arg(long, env = "SESSION_TODO_ARCHIVE_AFTER", default_value = "0s", value_parser = duration::parse)]
     pub todo_archive_after: Duration,
 
+    /// To-do entries one import job has in flight at once (JobService); lower keeps
+    /// interactive requests quicker while a job runs, higher imports faster.
+    #[arg(long, env = "SESSION_JOB_IN_FLIGHT", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub job_in_flight: u32,
+
+    /// Entries per second one import job sends at most; 0: as fast as the lists take them.
+    #[arg(long, env = "SESSION_JOB_RATE", default_value_t = 0)]
+    pub job_rate: u32,
+
+    /// Jobs importing at once; more wait, PENDING, for a slot.
+    #[arg(long, env = "SESSION_MAX_RUNNING_JOBS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_running_jobs: u32,
+
+    /// Jobs not yet finished (uploading, pending, running) at once; another upload is refused
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SESSION_MAX_JOBS", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_jobs: u32,
+
+    /// Entries one import may hold; a longer upload is refused INVALID_ARGUMENT.
+    #[arg(long, env = "SESSION_MAX_IMPORT_ENTRIES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_import_entries: u64,
+
+    /// How long finished jobs (and their first failures) are kept for GetJob and ListJobs.
+    #[arg(long, env = "SESSION_JOB_RETENTION", default_value = "168h", value_parser = duration::parse)]
+    pub job_retention: Duration,
+
     /// What archiving does with old sessions: `move` them to the `archive` namespace, or
     /// `delete` them.
     #[arg(long, env = "SESSION_ARCHIVE", default_value = "move")]
@@ -280,6 +310,21 @@ impl Config {
             max_writes: self.store_batch_writes as usize,
             in_flight: self.store_batches_in_flight as usize,
         })
+    }
+
+    /// How import jobs run.
+    pub fn job_settings(&self) -> crate::jobs::JobSettings {
+        crate::jobs::JobSettings {
+            in_flight: self.job_in_flight as usize,
+            max_running: self.max_running_jobs as usize,
+            max_unfinished: self.max_jobs as usize,
+            max_entries: self.max_import_entries,
+            rate: (self.job_rate > 0).then_some(self.job_rate),
+            retention: self.job_retention,
+            // Half the lists' idempotency memory: see `jobs`.
+            ahead_per_list: (self.recent_requests as usize / 2).max(1),
+            ..crate::jobs::JobSettings::default()
+        }
     }
 
     /// The runtime settings of a kind whose actors passivate after `idle_timeout`.

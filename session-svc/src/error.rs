@@ -80,6 +80,17 @@ pub enum Error {
         /// Time left in quarantine.
         retry_after: Duration,
     },
+    /// A server-wide limit on work of some kind (unfinished jobs) is reached.
+    #[error("{what}; retry after {retry_after:?}")]
+    Busy {
+        /// What is at its limit, and the setting.
+        what: String,
+        /// Suggested back-off.
+        retry_after: Duration,
+    },
+    /// The client cancelled or broke its request stream.
+    #[error("the request stream broke: {0}")]
+    Cancelled(String),
     /// The server is draining for shutdown.
     #[error("session-svc is shutting down; retry shortly")]
     ShuttingDown,
@@ -153,9 +164,9 @@ impl From<Error> for Status {
             Error::Aborted(_) => Status::aborted(message),
             Error::MailboxFull { retry_after, .. }
             | Error::ActorLimit { retry_after, .. }
-            | Error::WatcherLimit { retry_after, .. } => {
-                retry(Code::ResourceExhausted, retry_after)
-            }
+            | Error::WatcherLimit { retry_after, .. }
+            | Error::Busy { retry_after, .. } => retry(Code::ResourceExhausted, retry_after),
+            Error::Cancelled(_) => Status::cancelled(message),
             Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             Error::StoreUnavailable(_) | Error::ShuttingDown => Status::unavailable(message),
             Error::Quarantined { retry_after, .. } => retry(Code::Unavailable, retry_after),

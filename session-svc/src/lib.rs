@@ -13,6 +13,7 @@
 //! - [`domain`]: pure cart and to-do logic, no I/O.
 //! - [`cart`], [`todo`]: each kind's entity (domain on the runtime) and gRPC service.
 //! - [`admin`]: the observer API (list, inspect, kill actors).
+//! - [`jobs`]: supervised background jobs (imports), persisted and resumed.
 //! - [`api`]: edge helpers shared by the services (request ids, watch streams).
 //! - [`config`], [`error`], [`metrics`], [`server`]: settings, the error contract, `/metrics`,
 //!   and the assembly with its drain.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod inventory;
+pub mod jobs;
 pub mod metrics;
 pub mod runtime;
 pub mod server;
@@ -50,4 +52,6 @@ pub const STORE_NAMESPACES: &[&str] = &[
     runtime::REMINDERS_NAMESPACE,
     sweeper::ARCHIVE_NAMESPACE,
     sweeper::SWEEPER_NAMESPACE,
+    jobs::JOBS_NAMESPACE,
+    jobs::JOB_ENTRIES_NAMESPACE,
 ];

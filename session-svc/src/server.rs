@@ -4,7 +4,8 @@ use std::{future::Future, sync::Arc};
 
 use proto::session::v1::{
     admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
-    inventory_service_server::InventoryServiceServer, todo_service_server::TodoServiceServer,
+    inventory_service_server::InventoryServiceServer, job_service_server::JobServiceServer,
+    todo_service_server::TodoServiceServer,
 };
 use store_svc::kit;
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use crate::{
     config::Config,
     domain::Catalog,
     inventory::{InventoryApi, SkuEntity},
+    jobs::{JobApi, Jobs},
     metrics::SessionMetrics,
     runtime::{Actors, Kind, Store, batcher::BatchStats},
     sweeper::{self, Sweeper},
@@ -23,10 +25,11 @@ use crate::{
 };
 
 /// Full names of the services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 4] = [
+pub const SERVICE_NAMES: [&str; 5] = [
     "session.v1.CartService",
     "session.v1.TodoService",
     "session.v1.InventoryService",
+    "session.v1.JobService",
     "session.v1.AdminService",
 ];
 
@@ -129,6 +132,7 @@ impl SessionServer {
         } = self;
         let deadline = config.default_deadline;
         let sweep = Arc::new(sweeper::Progress::default());
+        let jobs = Jobs::new(todos.store().clone(), todos.clone(), config.job_settings());
         let (routes, health) =
             kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &SERVICE_NAMES)?;
         for name in SERVICE_NAMES {
@@ -149,11 +153,17 @@ impl SessionServer {
                 skus.clone(),
                 deadline,
             )))
+            .add_service(JobServiceServer::new(JobApi::new(
+                jobs.clone(),
+                deadline,
+                todos.draining(),
+            )))
             .add_service(AdminServiceServer::with_interceptor(
                 AdminApi::new(
                     actors.clone(),
                     sweep.clone(),
                     carts.store().latency().clone(),
+                    jobs.clone(),
                 ),
                 AdminAuth::new(config.admin_token.clone()),
             ));
@@ -170,6 +180,7 @@ impl SessionServer {
 
         let sweeper = Sweeper::new(carts.clone(), todos.clone(), config.sweep_settings(), sweep);
         let sweeping = tokio::spawn(sweeper.run(carts.draining()));
+        let recovering = tokio::spawn(jobs.clone().recover_and_retain());
 
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
         let drain = {
@@ -191,6 +202,9 @@ impl SessionServer {
             keepalive_interval: config.keepalive_interval,
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
+        // Jobs stopped sending when the drain began; their last checkpoint needs the store.
+        jobs.stopped(config.grace_period).await;
+        recovering.abort();
         sweeping.abort();
         carts.close();
         todos.close();

@@ -10,7 +10,8 @@ use std::{
 use anyhow::Context;
 use proto::session::v1::{
     admin_service_client::AdminServiceClient, cart_service_client::CartServiceClient,
-    inventory_service_client::InventoryServiceClient, todo_service_client::TodoServiceClient,
+    inventory_service_client::InventoryServiceClient, job_service_client::JobServiceClient,
+    todo_service_client::TodoServiceClient,
 };
 use tonic::{
     Request, Status,
@@ -46,6 +47,9 @@ pub type TodoClient = TodoServiceClient<Channel>;
 
 /// The InventoryService client the tests use.
 pub type InventoryClient = InventoryServiceClient<Channel>;
+
+/// The JobService client.
+pub type JobClient = JobServiceClient<Channel>;
 
 /// The admin API client: every call carries the bearer token.
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, AdminToken>>;
@@ -331,6 +335,11 @@ impl SessionProcess {
     /// An inventory client on a new connection.
     pub async fn inventory(&self) -> InventoryClient {
         InventoryServiceClient::new(self.connect().await)
+    }
+
+    /// A JobService client on a new connection.
+    pub async fn jobs(&self) -> JobClient {
+        JobServiceClient::new(self.connect().await)
     }
 
     /// An admin client (with the token) on a new connection.
