@@ -12,6 +12,8 @@
 //!   vs spread over many skus.
 //! - `cart-reserve`: AddItem of tracked skus, each reserving at the sku's actor first, on one
 //!   hot sku vs many, with untracked skus (no reservation) as the baseline.
+//! - `import-latency`: p99 of ListEntries and AddItem under a light interactive load, idle vs
+//!   while a 100,000-entry ImportEntries job runs.
 //! - `reminders`: durable reminders firing for many passivated carts: seed carts with a short
 //!   TTL, let them passivate, measure how fast their expiry reminders fire.
 //!
@@ -36,6 +38,7 @@
 
 mod cart_reserve;
 mod carts;
+mod import_latency;
 mod measure;
 mod redis_server;
 mod reminders;
@@ -52,8 +55,9 @@ use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
 use crate::{
-    cart_reserve::CartReserve, reminders::Reminders, session_add_item::SessionAddItem,
-    session_get::SessionGet, sku_adjust::SkuAdjust, store_put::StorePut,
+    cart_reserve::CartReserve, import_latency::ImportLatency, reminders::Reminders,
+    session_add_item::SessionAddItem, session_get::SessionGet, sku_adjust::SkuAdjust,
+    store_put::StorePut,
 };
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
@@ -85,6 +89,8 @@ enum Bench {
     SkuAdjust(SkuAdjust),
     /// Reservations: AddItem of tracked skus on one hot sku vs many, vs untracked skus.
     CartReserve(CartReserve),
+    /// Interactive latency (ListEntries, AddItem p99) idle vs while an import job runs.
+    ImportLatency(ImportLatency),
     /// Durable reminders: seed many carts with a short TTL, let them passivate, measure how
     /// fast their expiry reminders fire.
     Reminders(Reminders),
@@ -138,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::SessionAddItem(args) => session_add_item::run(args).await,
         Bench::SkuAdjust(args) => sku_adjust::run(args).await,
         Bench::CartReserve(args) => cart_reserve::run(args).await,
+        Bench::ImportLatency(args) => import_latency::run(args).await,
         Bench::Reminders(args) => reminders::run(args).await,
     }
 }
