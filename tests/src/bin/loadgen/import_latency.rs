@@ -140,8 +140,11 @@ fn print_row(row: &Row) {
     );
 }
 
+/// Which of a row's two reports.
+type Pick = fn(&Row) -> &LoadReport;
+
 fn print_summary(rows: &[Row]) {
-    let median_p99 = |phase: Phase, pick: fn(&Row) -> &LoadReport| {
+    let median_p99 = |phase: Phase, pick: Pick| {
         let values: Vec<f64> = rows
             .iter()
             .filter(|r| r.phase == phase)
@@ -154,8 +157,7 @@ fn print_summary(rows: &[Row]) {
         "| request | idle p99 ms | importing p99 ms | importing / idle | target ≤ {TARGET_RATIO}× |"
     );
     println!("|---|---|---|---|---|");
-    let ops: [(&str, fn(&Row) -> &LoadReport); 2] =
-        [("ListEntries", |r| &r.list), ("AddItem", |r| &r.add)];
+    let ops: [(&str, Pick); 2] = [("ListEntries", |r| &r.list), ("AddItem", |r| &r.add)];
     for (name, pick) in ops {
         let idle = median_p99(Phase::Idle, pick);
         let busy = median_p99(Phase::Importing, pick);
