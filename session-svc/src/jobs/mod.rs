@@ -285,7 +285,7 @@ impl Jobs {
         let Some(live) = self.live(id) else {
             let job = self.get(id, deadline).await?;
             return Err(Error::FailedPrecondition(format!(
-                "job {id} is already {}; only an unfinished job can be cancelled",
+                "job {id} already ended ({}); only an unfinished job can be cancelled",
                 state_word(job.state())
             )));
         };
