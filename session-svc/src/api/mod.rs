@@ -10,7 +10,7 @@ use tonic::{Response, Status};
 
 use crate::{
     error::Error,
-    runtime::{Entity, Kind, Request, RequestId, validate_key},
+    runtime::{Entity, JOB_REQUEST_PREFIX, Kind, Request, RequestId, validate_key},
 };
 
 /// A reply an actor gives that a gRPC method returns as its response.
@@ -86,6 +86,12 @@ fn valid_request_id(wire: String) -> Result<Option<String>, Error> {
             "must not contain control characters",
         ));
     }
+    if wire.starts_with(JOB_REQUEST_PREFIX) {
+        return Err(Error::invalid(
+            "request_id",
+            format!("must not start with {JOB_REQUEST_PREFIX:?}: those are the ids of import jobs"),
+        ));
+    }
     Ok(Some(wire))
 }
 
@@ -99,6 +105,10 @@ mod tests {
         assert_eq!(valid_request_id("r-1".into()).unwrap(), Some("r-1".into()));
         assert!(valid_request_id("r".repeat(129)).is_err());
         assert!(valid_request_id("a\nb".into()).is_err());
+        assert!(
+            valid_request_id("job/0193-1/7".into()).is_err(),
+            "reserved for jobs"
+        );
     }
 
     #[test]

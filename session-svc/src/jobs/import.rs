@@ -24,7 +24,7 @@ use crate::{
         text::{self, MAX_TITLE_BYTES},
     },
     error::Error,
-    runtime::{store::mutation, validate_key},
+    runtime::{JOB_REQUEST_PREFIX, RequestId, store::mutation, validate_key},
     todo::entity::AddEntry,
 };
 
@@ -461,19 +461,24 @@ async fn send(
     mut cancel: tokio::sync::watch::Receiver<bool>,
 ) -> (u64, Outcome) {
     let Pending { index, entry } = pending;
-    let request_id = format!("job/{id}/{index}");
+    // Fingerprinted like a client's AddEntry, so a resumed job's resend is a retry.
+    let fingerprint = api::fingerprint(
+        &pb::AddEntryRequest {
+            list: entry.list.clone(),
+            date: entry.date.clone(),
+            title: entry.title.clone(),
+            request_id: String::new(),
+        }
+        .encode_to_vec(),
+    );
     let command = match Date::parse(&entry.date) {
         Ok(date) => AddEntry {
             date,
             title: entry.title.clone(),
-            request_id: api::request_id(&request_id, || pb::AddEntryRequest {
-                list: entry.list.clone(),
-                date: entry.date.clone(),
-                title: entry.title.clone(),
-                request_id: String::new(),
-            })
-            .ok()
-            .flatten(),
+            request_id: Some(RequestId {
+                id: format!("{JOB_REQUEST_PREFIX}{id}/{index}"),
+                fingerprint,
+            }),
         },
         Err(e) => {
             let error = Error::invalid("date", e.to_string());

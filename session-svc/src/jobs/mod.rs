@@ -11,8 +11,9 @@
 //! Progress is checkpointed in the job's record (namespace `jobs`): every entry before
 //! `next_index` was tried and is counted. After a restart the job resumes there. Entries it
 //! had sent past the checkpoint are sent again with the same request ids, so the lists'
-//! idempotency memory answers them without applying them twice. That memory holds
-//! `--recent-requests` ids per list, so the job never lets more than half of that many of one
+//! idempotency memory answers them without applying them twice. An actor keeps jobs' ids
+//! apart from its clients' ([`crate::runtime::JOB_REQUEST_PREFIX`]): half of
+//! `--recent-requests` of them, for a day. So the job never lets more than that many of one
 //! list's entries get ahead of its last checkpoint: it checkpoints first.
 //!
 //! Each job runs in a task of its own, watched by a supervisor task that restarts it from the
@@ -70,8 +71,8 @@ pub struct JobSettings {
     pub rate: Option<u32>,
     /// How long finished jobs are kept.
     pub retention: Duration,
-    /// One list's entries a job may have sent past its last checkpoint: half the lists'
-    /// idempotency memory, so a resume can always recognise them.
+    /// One list's entries a job may have sent past its last checkpoint: what a list remembers
+    /// of a job's ids (half its idempotency memory), so a resume can always recognise them.
     pub ahead_per_list: usize,
     /// How long an upload may go without a message before it is abandoned.
     pub upload_idle: Duration,

@@ -24,6 +24,7 @@ use tokio::{
 use tracing::Instrument as _;
 
 use super::{
+    JOB_REQUEST_PREFIX, JOB_REQUEST_TTL,
     entity::{After, Child, Ctx, Entity, Env, RecordWrite, Replay, Request, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Watching},
     panic::{CatchUnwind, message},
@@ -231,20 +232,41 @@ fn seen(recent: &VecDeque<RecentRequest>, rpc: &str, request: &RequestId) -> Res
     Ok(Seen::Retry(earlier.outcome))
 }
 
-/// Remembers `request`, then forgets what is older than `ttl` or beyond `count`.
+/// Remembers `request`, then forgets what is older than `ttl` or beyond `count`. Ids of
+/// background jobs ([`JOB_REQUEST_PREFIX`]) are kept apart, so that an import streaming
+/// thousands of entries through one actor never pushes out its clients' ids: at most
+/// `count / 2` of them, for [`JOB_REQUEST_TTL`].
 fn remember(
     recent: &mut VecDeque<RecentRequest>,
     entry: RecentRequest,
     count: usize,
     ttl: std::time::Duration,
 ) {
-    let oldest = entry
-        .time_ms
-        .saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    let before = |age: std::time::Duration| {
+        entry
+            .time_ms
+            .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+    };
+    // (cap, oldest time kept) of clients' ids, then of jobs' ids.
+    let bounds = [
+        (count, before(ttl)),
+        ((count / 2).max(1), before(JOB_REQUEST_TTL)),
+    ];
     recent.push_back(entry);
-    while recent.len() > count || recent.front().is_some_and(|r| r.time_ms < oldest) {
-        recent.pop_front();
-    }
+    let mut kept = [0usize; 2];
+    let keep: Vec<bool> = recent
+        .iter()
+        .rev()
+        .map(|r| {
+            let class = usize::from(r.request_id.starts_with(JOB_REQUEST_PREFIX));
+            let (cap, oldest) = bounds[class];
+            let keep = kept[class] < cap && r.time_ms >= oldest;
+            kept[class] += usize::from(keep);
+            keep
+        })
+        .collect();
+    let mut keep = keep.into_iter().rev();
+    recent.retain(|_| keep.next().unwrap_or(true));
 }
 
 /// Every record of `children`, page by page.
@@ -830,6 +852,31 @@ mod tests {
                 _ => panic!("{rpc}/{fingerprint} must be refused naming request_id"),
             }
         }
+    }
+
+    #[test]
+    fn job_ids_are_bounded_apart_and_never_push_out_clients_ids() {
+        let ttl = std::time::Duration::from_secs(600);
+        let mut recent = VecDeque::new();
+        remember(&mut recent, request("client-1", 0), 4, ttl);
+        for i in 0..10 {
+            remember(&mut recent, request(&format!("job/j/{i}"), 1 + i), 4, ttl);
+        }
+        let ids: Vec<_> = recent.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["client-1", "job/j/8", "job/j/9"],
+            "half the count for jobs"
+        );
+        // Job ids outlive the clients' ttl (a job resumes after a long outage)...
+        remember(&mut recent, request("client-2", 3_600_000), 4, ttl);
+        let ids: Vec<_> = recent.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["job/j/8", "job/j/9", "client-2"]);
+        // ...but not JOB_REQUEST_TTL.
+        let late = i64::try_from(JOB_REQUEST_TTL.as_millis()).unwrap() + 100;
+        remember(&mut recent, request("client-3", late), 4, ttl);
+        let ids: Vec<_> = recent.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["client-3"]);
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub use entity::{
     RequestId, Step, escape_key, unescape_key,
 };
 
+/// Request ids that start with this are a background job's (`job/<job id>/<index>`): actors
+/// remember them apart from their clients' ids (at most half as many, for
+/// [`JOB_REQUEST_TTL`]), and clients may not send them.
+pub const JOB_REQUEST_PREFIX: &str = "job/";
+
+/// How long an actor remembers a job's request id: long enough for a job to resume after an
+/// outage of a day and still recognise what it sent before.
+pub const JOB_REQUEST_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// The store namespace of the durable reminder index: one record per pending reminder, keyed
 /// `<kind>/<20-digit due time in ms>/<escaped actor key>` so a scan finds the earliest first.
 pub const REMINDERS_NAMESPACE: &str = "reminders";
