@@ -322,3 +322,57 @@ async fn bad_requests_get_precise_statuses() {
         "no entry made the list: {none:?}"
     );
 }
+
+#[tokio::test]
+async fn a_drained_job_keeps_its_place_and_resumes_at_the_next_start() {
+    let mut stack = spawn_session_stack(SessionOptions::new().flag("--job-rate", 1_000)).await;
+    let mut jobs = stack.session.jobs().await;
+    let job = import(&mut jobs, entries("drained", 4_000, &[])).await;
+    poll_until(Duration::from_secs(60), Duration::from_millis(50), || {
+        let mut jobs = jobs.clone();
+        let id = job.id.clone();
+        async move { (get(&mut jobs, &id).await.processed >= 1_000).then_some(()) }
+    })
+    .await
+    .expect("the job made progress");
+    let mut watch = jobs
+        .watch_job(WatchJobRequest { id: job.id.clone() })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    stack.session.terminate().await.expect("SIGTERM");
+    let exit = tokio::time::timeout(Duration::from_secs(30), stack.session.wait())
+        .await
+        .expect("session-svc exits after SIGTERM")
+        .expect("wait");
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "a running job does not stop the drain"
+    );
+    // The watcher was told to come back, not left hanging.
+    let ended = loop {
+        match watch.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        }
+    };
+    if let Some(status) = ended {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+
+    stack.session = stack.session.respawn().await;
+    let mut jobs = stack.session.jobs().await;
+    let stopped = get(&mut jobs, &job.id).await;
+    assert!(
+        stopped.processed >= 1_000,
+        "it resumes from where it stopped, not from the start: {stopped:?}"
+    );
+    let done = finished(&mut jobs, &job.id, Duration::from_secs(300)).await;
+    assert_eq!((done.state(), done.imported), (JobState::Succeeded, 4_000));
+    let mut todo = stack.session.todo().await;
+    let seen = titles(&mut todo, "drained").await;
+    assert_eq!(seen.len(), 4_000);
+    assert!(seen.values().all(|n| *n == 1), "nothing imported twice");
+}
