@@ -142,7 +142,9 @@ mod tests {
                 "reservations",
                 "reminders",
                 "archive",
-                "sweeper"
+                "sweeper",
+                "jobs",
+                "job_entries"
             ]
         );
     }
