@@ -1,20 +1,28 @@
 //! `session.v1.AdminService`: the observer. Lists, inspects and kills actors through the
 //! cross-kind registry view; guarded by a bearer token checked in an interceptor.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proto::session::v1::{self as pb, admin_service_server::AdminService};
-use store_svc::kit::echo::echo;
+use store_svc::kit::{deadline::Deadline, echo::echo};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     error::Error,
     jobs::Jobs,
-    runtime::{ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
+    runtime::{ActorDetail, ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
     sweeper::Progress,
 };
+
+/// Deadline of a GetActor that carries none (GenServer.call's 5 s): the server's deadline
+/// layer normally stamps every request with its own default.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Default and largest page of ListActors.
 const DEFAULT_PAGE: usize = 100;
@@ -112,7 +120,22 @@ fn wire_duration(duration: std::time::Duration) -> prost_types::Duration {
     }
 }
 
-fn wire(info: &ActorInfo) -> pb::Actor {
+/// `earlier` before `now`, as a wall-clock time on the wire.
+fn wire_before(now: SystemTime, earlier: Duration) -> Option<prost_types::Timestamp> {
+    now.checked_sub(earlier).map(Into::into)
+}
+
+/// Milliseconds since the Unix epoch on the wire.
+fn wire_unix_ms(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// An entry as ListActors shows it: the registry's fields (1 to 6, and the end of a
+/// quarantine), `now` being the wall-clock time of the listing.
+fn wire(info: &ActorInfo, now: SystemTime) -> pb::Actor {
     pb::Actor {
         kind: info.kind.to_string(),
         key: info.key.to_string(),
@@ -123,8 +146,30 @@ fn wire(info: &ActorInfo) -> pb::Actor {
         mailbox_len: u32::try_from(info.mailbox_len).unwrap_or(u32::MAX),
         idle: prost_types::Duration::try_from(info.idle_for).ok(),
         restarts: info.restarts,
+        quarantined_until: info
+            .quarantined_for
+            .and_then(|left| now.checked_add(left))
+            .map(Into::into),
         ..Default::default()
     }
+}
+
+/// An actor as GetActor shows it: every field. The registry's come from its entry; those of
+/// a live actor's task (state size, version, activation, reminder) only if it answered.
+fn wire_detail(detail: &ActorDetail, now: SystemTime) -> pb::Actor {
+    let mut actor = wire(&detail.info, now);
+    if detail.info.status == ActorStatus::Live {
+        actor.last_active = wire_before(now, detail.info.idle_for);
+        actor.watchers = detail.watchers;
+        actor.timers = detail.timers;
+    }
+    if let Some(described) = &detail.described {
+        actor.state_bytes = described.state_bytes;
+        actor.version = described.version;
+        actor.activated = wire_before(now, described.active_for);
+        actor.reminder = described.reminder_ms.map(wire_unix_ms);
+    }
+    actor
 }
 
 fn page_token(kind: &str, key: &str) -> String {
@@ -206,8 +251,9 @@ impl AdminService for AdminApi {
             Some(last) if more => page_token(last.kind, &last.key),
             _ => String::new(),
         };
+        let now = SystemTime::now();
         Ok(Response::new(pb::ListActorsResponse {
-            actors: actors.iter().map(wire).collect(),
+            actors: actors.iter().map(|a| wire(a, now)).collect(),
             next_page_token,
         }))
     }
@@ -216,14 +262,18 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::GetActorRequest>,
     ) -> Result<Response<pb::Actor>, Status> {
+        let deadline = Deadline::accept(&request, DEFAULT_DEADLINE);
         let r = request.into_inner();
         self.check_actor(&r.kind, &r.key)?;
-        self.actors
-            .get(&r.kind, &r.key)
-            .map(|a| Response::new(wire(&a)))
-            .ok_or_else(|| {
-                Error::NotFound(format!("no actor {}/{}", echo(&r.kind), echo(&r.key))).into()
-            })
+        match self.actors.describe(&r.kind, &r.key, deadline).await {
+            Some(detail) => Ok(Response::new(wire_detail(&detail, SystemTime::now()))),
+            None => Err(Error::NotFound(format!(
+                "no actor {}/{}: neither live nor quarantined (passivated, or never started)",
+                echo(&r.kind),
+                echo(&r.key)
+            ))
+            .into()),
+        }
     }
 
     async fn kill_actor(

@@ -4,10 +4,10 @@
 use std::{future::Future, time::Duration};
 
 use proto::session::v1::{
-    AddEntryRequest, AddItemRequest, ApplyDiscountRequest, CheckoutRequest, EndSessionRequest,
-    Entry, GetSessionRequest, GetStatsRequest, KillActorRequest, ListActorsRequest,
-    ListEntriesRequest, Money, Order, RemoveItemRequest, Session, StartSessionRequest, Stats,
-    WatchSessionRequest,
+    Actor, AddEntryRequest, AddItemRequest, ApplyDiscountRequest, CheckoutRequest,
+    EndSessionRequest, Entry, GetActorRequest, GetSessionRequest, GetStatsRequest,
+    KillActorRequest, ListActorsRequest, ListEntriesRequest, Money, Order, RemoveItemRequest,
+    Session, StartSessionRequest, Stats, WatchSessionRequest,
 };
 use tonic::{Request, Status, Streaming};
 
@@ -217,6 +217,15 @@ pub async fn live_keys(admin: &mut AdminClient, kind: &str) -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// The admin's description of actor `kind/key` (GetActor).
+pub async fn get_actor(admin: &mut AdminClient, kind: &str, key: &str) -> Result<Actor, Status> {
+    let request = GetActorRequest {
+        kind: kind.to_owned(),
+        key: key.to_owned(),
+    };
+    Ok(admin.get_actor(request).await?.into_inner())
 }
 
 /// Crashes the live actor `kind/key` on purpose.

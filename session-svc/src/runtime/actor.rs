@@ -28,6 +28,7 @@ use super::{
     entity::{After, Child, Ctx, Entity, Env, RecordWrite, Replay, Request, RequestId, Step},
     kind::{Cell, Envelope, Inner, Kind, Msg, Watching},
     panic::{CatchUnwind, message},
+    registry::Described,
     store::mutation,
 };
 use crate::error::Error;
@@ -375,6 +376,10 @@ pub(super) struct Actor<E: Entity> {
     /// back to sleep if nothing else came for it, rather than stay live for an idle timeout
     /// (a backlog of reminders would otherwise fill the registry with woken actors).
     woken_by_reminder: bool,
+    /// When this activation began, in ticks of [`super::Actors::now_tick`] (admin GetActor).
+    /// Kept here rather than in the registry entry; the boxed actor stays within the same
+    /// allocation size class with it.
+    activated: u64,
 }
 
 /// Runs the actor of `key` until its mailbox closes: passivated or evicted (by the registry's
@@ -387,6 +392,7 @@ pub(super) fn run<E: Entity>(
     key: Arc<str>,
     cell: Arc<Cell<E>>,
 ) -> impl Future<Output = ()> + Send {
+    let activated = kind.inner.actors.now_tick();
     Box::new(Actor {
         kind,
         key,
@@ -394,6 +400,7 @@ pub(super) fn run<E: Entity>(
         loaded: None,
         crashes: VecDeque::new(),
         woken_by_reminder: false,
+        activated,
     })
     .run()
 }
@@ -403,6 +410,11 @@ impl<E: Entity> Actor<E> {
         // An idle actor is parked here and owns no timer: idleness is the sweeper's business,
         // which keeps a million idle actors cheap.
         while let Some(envelope) = self.cell.mailbox.recv().await {
+            let Some(envelope) = self.answer_describe(envelope) else {
+                // No activity: the last use, which decides idleness and eviction, stays.
+                self.cell.mailbox.done();
+                continue;
+            };
             let handling = self.handling(envelope);
             let handled = handling.await;
             self.cell.mailbox.done();
@@ -432,6 +444,43 @@ impl<E: Entity> Actor<E> {
             {
                 return;
             }
+        }
+    }
+
+    /// Answers a [`Msg::Describe`] at once, from what this task holds (no store read, no
+    /// load); hands any other message back to be handled.
+    fn answer_describe(&self, envelope: Box<Envelope<E>>) -> Option<Box<Envelope<E>>> {
+        if !matches!(envelope.msg, Msg::Describe(_)) {
+            return Some(envelope);
+        }
+        let Envelope { msg, deadline } = *envelope;
+        if let Msg::Describe(reply) = msg
+            && !deadline.expired()
+        {
+            // Encoding the state is the entity's code: a panic there must not end the task
+            // outside its supervision. The question then goes unanswered.
+            let described =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.describe()));
+            if let Ok(described) = described {
+                let _ = reply.send(described); // the asker may have given up
+            }
+        }
+        None
+    }
+
+    /// What this task alone knows of its actor, for admin GetActor.
+    fn describe(&self) -> Described {
+        let now = self.kind.inner.actors.now_tick();
+        let loaded = self.loaded.as_ref();
+        let state_bytes = loaded
+            .and_then(|l| l.state.as_ref())
+            .map_or(0, |state| self.kind.inner.entity.encode_state(state).len());
+        Described {
+            loaded: loaded.is_some(),
+            state_bytes: state_bytes as u64,
+            version: loaded.map_or(0, |l| l.version),
+            reminder_ms: loaded.map(|l| l.reminder_ms).filter(|&due| due != 0),
+            active_for: std::time::Duration::from_millis(now.saturating_sub(self.activated)),
         }
     }
 
@@ -503,6 +552,9 @@ impl<E: Entity> Actor<E> {
                 let _ = reply.send(result);
             }
             Msg::Crash => panic!("crashed on purpose by KillActor"),
+            Msg::Describe(reply) => {
+                let _ = reply.send(self.describe()); // normally answered before handling
+            }
         }
     }
 

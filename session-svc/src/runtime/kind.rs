@@ -29,8 +29,8 @@ use super::{
     entity::{Entity, Request},
     mailbox::{Mailbox, Refused},
     registry::{
-        ActorInfo, ActorStatus, Actors, Candidate, Counts, FRONT_WINDOW, Front, ShardGuard,
-        Sharded, Table,
+        ActorDetail, ActorInfo, ActorStatus, Actors, Candidate, Counts, Described, Describing,
+        FRONT_WINDOW, Front, ShardGuard, Sharded, Table,
     },
     store::Store,
 };
@@ -67,7 +67,7 @@ const RUNNING_GRACE: Duration = Duration::from_millis(250);
 
 /// The deadline an actor works to for a caller that must answer by `deadline`: a twentieth of
 /// the time left earlier (1 to 25 ms), room for the actor's answer to reach the caller.
-fn actor_deadline(deadline: Deadline) -> Deadline {
+pub(super) fn actor_deadline(deadline: Deadline) -> Deadline {
     let remaining = deadline.remaining();
     let margin = (remaining / 20).clamp(Duration::from_millis(1), Duration::from_millis(25));
     Deadline::after(remaining.saturating_sub(margin))
@@ -83,6 +83,9 @@ pub(super) enum Msg<E: Entity> {
     Activate(oneshot::Sender<Result<(), Error>>),
     /// Crash on purpose (admin KillActor): exercises the real supervision path.
     Crash,
+    /// Say what only the task knows of itself (admin GetActor): answered between two
+    /// messages, and no activity (the actor's last use and idleness stay as they were).
+    Describe(oneshot::Sender<Described>),
 }
 
 /// A watcher's start: the state now, every change after it, and its place among the
@@ -870,7 +873,8 @@ impl<E: Entity> Envelope<E> {
             Msg::Activate(reply) => {
                 let _ = reply.send(Err(error));
             }
-            Msg::Crash => {}
+            // Dropping the question unanswered tells the asker the actor is gone.
+            Msg::Crash | Msg::Describe(_) => {}
         }
     }
 }
@@ -929,17 +933,62 @@ impl<E: Entity> Table for Inner<E> {
     }
 
     fn list(&self, out: &mut Vec<ActorInfo>) {
-        let now = self.actors.now_tick();
+        let now = (self.actors.now_tick(), Instant::now());
         self.map
             .for_each(|key, slot| out.push(info::<E>(key, slot, now)));
     }
 
     fn get(&self, key: &str) -> Option<ActorInfo> {
-        let now = self.actors.now_tick();
+        let now = (self.actors.now_tick(), Instant::now());
         let shard = self.map.shard(key);
         shard
             .get_key_value(key)
             .map(|(key, slot)| info::<E>(key, slot, now))
+    }
+
+    fn describe(&self, key: &str, ask: Option<Deadline>) -> Option<Describing> {
+        let now = (self.actors.now_tick(), Instant::now());
+        let shard = self.map.shard(key);
+        let (key, slot) = shard.get_key_value(key)?;
+        let mut detail = ActorDetail {
+            info: info::<E>(key, slot, now),
+            watchers: 0,
+            timers: 0,
+            described: None,
+        };
+        let Slot::Live(cell) = slot else {
+            return Some(Describing {
+                detail,
+                answer: None,
+            });
+        };
+        if cell.mailbox.is_closed() {
+            return None; // left behind by shutdown: no actor
+        }
+        let watchers = cell.watchers().as_ref().map_or(0, |w| w.receiver_count());
+        let timers = cell
+            .timers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, |t| {
+                t.0.iter().filter(|timer| !timer.is_finished()).count()
+            });
+        detail.watchers = u32::try_from(watchers).unwrap_or(u32::MAX);
+        detail.timers = u32::try_from(timers).unwrap_or(u32::MAX);
+        let answer = ask.and_then(|deadline| {
+            let (reply, answer) = oneshot::channel();
+            let envelope = Box::new(Envelope {
+                msg: Msg::Describe(reply),
+                deadline,
+            });
+            // Pushed under the shard lock, which every close of a live entry's mailbox also
+            // holds: the entry just read is the actor that gets the question. A full mailbox
+            // is answered from the entry alone, not refused: the observer must see an
+            // overloaded actor too.
+            cell.mailbox.push(envelope).ok().map(|()| answer)
+        });
+        Some(Describing { detail, answer })
     }
 
     fn counts(&self) -> Counts {
@@ -970,8 +1019,9 @@ impl<E: Entity> Table for Inner<E> {
     }
 }
 
-/// How the admin API sees the entry `slot` of `key`.
-fn info<E: Entity>(key: &Arc<str>, slot: &Slot<E>, now: u64) -> ActorInfo {
+/// How the admin API sees the entry `slot` of `key`, `now` being a tick of
+/// [`Actors::now_tick`] and the same moment as an instant.
+fn info<E: Entity>(key: &Arc<str>, slot: &Slot<E>, (now, instant): (u64, Instant)) -> ActorInfo {
     match slot {
         Slot::Live(cell) => ActorInfo {
             kind: E::KIND,
@@ -982,14 +1032,16 @@ fn info<E: Entity>(key: &Arc<str>, slot: &Slot<E>, now: u64) -> ActorInfo {
                 now.saturating_sub(cell.last_used.load(Ordering::Relaxed)),
             ),
             restarts: cell.restarts.load(Ordering::Relaxed),
+            quarantined_for: None,
         },
-        Slot::Quarantined { restarts, .. } => ActorInfo {
+        Slot::Quarantined { restarts, until } => ActorInfo {
             kind: E::KIND,
             key: key.clone(),
             status: ActorStatus::Quarantined,
             mailbox_len: 0,
             idle_for: Duration::ZERO,
             restarts: *restarts,
+            quarantined_for: Some(until.saturating_duration_since(instant)),
         },
     }
 }

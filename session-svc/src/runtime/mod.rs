@@ -54,7 +54,7 @@ pub fn reminder_key(kind: &str, due_ms: i64, key: &str) -> String {
     format!("{kind}/{:020}/{}", due_ms.max(0), escape_key(key))
 }
 pub use kind::{Kind, Subscription, Timer, WatchSlot, validate_key};
-pub use registry::{ActorInfo, ActorStatus, Actors, Counts};
+pub use registry::{ActorDetail, ActorInfo, ActorStatus, Actors, Counts, Described};
 pub use store::Store;
 
 /// How a kind's actors behave under load, idleness and crashes.

@@ -21,8 +21,9 @@ use std::{
 };
 
 use hashlink::LinkedHashMap;
+use store_svc::kit::deadline::Deadline;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     time::Instant,
 };
 
@@ -53,6 +54,51 @@ pub struct ActorInfo {
     pub idle_for: Duration,
     /// Crashes of this activation.
     pub restarts: u32,
+    /// Quarantined: how long it still refuses requests (zero once ended, until the entry is
+    /// swept or looked up). `None` when live.
+    pub quarantined_for: Option<Duration>,
+}
+
+/// One actor as admin GetActor sees it: its registry entry, and what the actor task said of
+/// itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorDetail {
+    /// The registry entry.
+    pub info: ActorInfo,
+    /// Watch streams open on it now (0 when quarantined).
+    pub watchers: u32,
+    /// Its in-memory timers ([`super::Kind::send_after`]) still pending (0 when quarantined).
+    pub timers: u32,
+    /// What the actor task answered; `None` when it has no task (quarantined) or did not
+    /// answer: its mailbox was full, or it was busy until the deadline.
+    pub described: Option<Described>,
+}
+
+/// What only an actor task knows of itself, answered between two messages (OTP's
+/// `sys:get_status`) rather than kept in its registry entry, where a million idle actors would
+/// each pay for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Described {
+    /// Its state is in memory (false before the first load, and between a crash and the next
+    /// message, which reloads it).
+    pub loaded: bool,
+    /// Size of its state encoded as stored (0 when not loaded or holding none).
+    pub state_bytes: u64,
+    /// Store version of its record (0: never written, or not loaded).
+    pub version: u64,
+    /// When its durable reminder is due, in milliseconds since the Unix epoch, if it has one.
+    pub reminder_ms: Option<i64>,
+    /// Time since this activation began.
+    pub active_for: Duration,
+}
+
+/// An admin GetActor under way: the entry as the registry sees it and, if the live actor's
+/// mailbox took the question, its answer to come.
+pub struct Describing {
+    /// The entry, `described` left `None`.
+    pub detail: ActorDetail,
+    /// Where the actor's answer arrives; dropped unsent if the actor stops first.
+    pub answer: Option<oneshot::Receiver<Described>>,
 }
 
 /// Whether a registry entry is a running actor or a resting crash loop.
@@ -101,8 +147,12 @@ pub trait Table: Send + Sync + 'static {
     fn evict(&self, candidate: &Candidate) -> bool;
     /// Every entry, for the admin API.
     fn list(&self, out: &mut Vec<ActorInfo>);
-    /// The entry of `key`, if any (admin GetActor): one lookup.
+    /// The entry of `key`, if any: one lookup.
     fn get(&self, key: &str) -> Option<ActorInfo>;
+    /// The entry of `key` with its watchers and timers, if any (admin GetActor): one lookup.
+    /// With `ask`, a live actor is also sent a question about itself due by `ask`, unless
+    /// its mailbox is full; it answers between two messages.
+    fn describe(&self, key: &str, ask: Option<Deadline>) -> Option<Describing>;
     /// The kind's counters.
     fn counts(&self) -> Counts;
     /// Crashes the actor at `key` on purpose (admin KillActor); false if none is live.
@@ -306,6 +356,30 @@ impl Actors {
             .iter()
             .filter(|(_, t)| t.kind() == kind)
             .find_map(|(_, t)| t.get(key))
+    }
+
+    /// `kind/key` described for admin GetActor: its registry entry, and what the live actor
+    /// says of itself if it answers before `deadline` (a little before, to leave time for the
+    /// reply). One lookup, no store read. An actor that cannot answer in time (mailbox full,
+    /// busy) is described by its entry alone; one that stops meanwhile, by its entry after.
+    pub async fn describe(&self, kind: &str, key: &str, deadline: Deadline) -> Option<ActorDetail> {
+        let tables = self.tables();
+        let (_, table) = tables.iter().find(|(_, t)| t.kind() == kind)?;
+        let ask = super::kind::actor_deadline(deadline);
+        let Describing { mut detail, answer } = table.describe(key, Some(ask))?;
+        let Some(answer) = answer else {
+            return Some(detail);
+        };
+        match tokio::time::timeout_at(ask.instant(), answer).await {
+            Ok(Ok(described)) => {
+                detail.described = Some(described);
+                Some(detail)
+            }
+            // Passivated, quarantined or shut down with the question waiting: as it is now.
+            Ok(Err(_)) => table.describe(key, None).map(|now| now.detail),
+            // Busy past the deadline: what the registry knew.
+            Err(_) => Some(detail),
+        }
     }
 
     /// Every kind's counters, in registration order.

@@ -817,3 +817,152 @@ async fn activations_passivations_rejections_and_deadline_drops_are_counted() {
         (3, 2, 1, 1)
     );
 }
+
+/// Holds its actor busy for a minute (in `prepare`, as a slow call to another actor would).
+struct Stall;
+
+impl Request<Counter> for Stall {
+    type Reply = u64;
+
+    fn name(&self) -> &'static str {
+        "stall"
+    }
+
+    fn prepare<'a>(&'a mut self, _env: Env<'a, Counter>) -> Option<Effect<'a>> {
+        Some(Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(())
+        }))
+    }
+
+    fn handle(
+        self,
+        _: &Counter,
+        _: &str,
+        state: &mut Option<u64>,
+        _: Ctx,
+    ) -> Result<Step<u64>, Error> {
+        Ok(Step::Read(state.unwrap_or(0)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_actor_describes_itself_between_messages_without_counting_as_activity() {
+    let f = fixture(Settings::default(), 100);
+    assert!(f.actors.describe("counter", "k", soon()).await.is_none());
+    add(&f.kind, "k", 7).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let detail = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert_eq!(detail.info.status, ActorStatus::Live);
+    assert_eq!((detail.info.mailbox_len, detail.info.restarts), (0, 0));
+    assert_eq!(detail.info.quarantined_for, None);
+    assert_eq!((detail.watchers, detail.timers), (0, 0));
+    let described = detail.described.expect("an idle actor answers");
+    let encoded = prost::Message::encode_to_vec(&7u64).len() as u64;
+    assert_eq!(
+        (described.loaded, described.state_bytes, described.version),
+        (true, encoded, 1)
+    );
+    assert_eq!(described.reminder_ms, None);
+    assert!(
+        described.active_for >= Duration::from_secs(2),
+        "{described:?}"
+    );
+    assert!(detail.info.idle_for >= Duration::from_secs(2), "{detail:?}");
+
+    // Answering was no activity: the actor is as idle as before, and passivates on time.
+    let again = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert!(again.info.idle_for >= Duration::from_secs(2), "{again:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_described_actor_shows_its_timers_watchers_and_crashes() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "k", 1).await.unwrap();
+    let _watch = f.kind.watch("k", soon()).await.unwrap();
+    f.kind
+        .send_after("k", Add(1, None), Duration::from_secs(5))
+        .unwrap();
+    let detail = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert_eq!((detail.watchers, detail.timers), (1, 1), "{detail:?}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let detail = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert_eq!(detail.timers, 0, "the timer fired: {detail:?}");
+    assert_eq!(detail.described.unwrap().version, 2);
+
+    // Between a crash and the next message nothing is loaded; the activation is the same.
+    let before = detail.described.unwrap().active_for;
+    let _ = f.kind.call("k", Boom, soon()).await;
+    let crashed = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert_eq!(crashed.info.restarts, 1);
+    let described = crashed.described.unwrap();
+    assert_eq!((described.loaded, described.version), (false, 0));
+    assert!(
+        described.active_for >= before,
+        "a restart is no new activation"
+    );
+    f.kind.call("k", Get, soon()).await.unwrap();
+    let reloaded = f.actors.describe("counter", "k", soon()).await.unwrap();
+    assert_eq!(reloaded.described.unwrap().version, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_or_busy_actor_is_described_by_its_registry_entry_alone() {
+    let settings = Settings {
+        mailbox_capacity: 2,
+        ..Settings::default()
+    };
+    let f = fixture(settings, 100);
+    add(&f.kind, "full", 1).await.unwrap();
+    // Queued synchronously before the actor runs: the question finds no room.
+    f.kind.cast("full", Add(1, None), soon()).unwrap();
+    f.kind.cast("full", Add(1, None), soon()).unwrap();
+    let full = f.actors.describe("counter", "full", soon()).await.unwrap();
+    assert_eq!(full.info.mailbox_len, 2);
+    assert_eq!(full.described, None);
+    let (_, counts) = f.actors.counts()[0];
+    assert_eq!(counts.mailbox_rejections, 0, "the question is no request");
+
+    add(&f.kind, "busy", 1).await.unwrap();
+    f.kind.cast("busy", Stall, soon()).unwrap();
+    tokio::task::yield_now().await;
+    let asked = tokio::time::Instant::now();
+    let deadline = Deadline::after(Duration::from_secs(1));
+    let busy = f
+        .actors
+        .describe("counter", "busy", deadline)
+        .await
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "answered by the deadline"
+    );
+    assert_eq!(busy.info.status, ActorStatus::Live);
+    assert_eq!(busy.described, None, "{busy:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quarantined_key_is_described_by_its_quarantine() {
+    let f = fixture(Settings::default(), 100);
+    add(&f.kind, "loop", 1).await.unwrap();
+    for _ in 0..4 {
+        let _ = f.kind.call("loop", Boom, soon()).await;
+    }
+    let resting = f.actors.describe("counter", "loop", soon()).await.unwrap();
+    assert_eq!(resting.info.status, ActorStatus::Quarantined);
+    assert_eq!(resting.info.restarts, 4);
+    let left = resting
+        .info
+        .quarantined_for
+        .expect("a quarantine has an end");
+    assert!(
+        left > Duration::ZERO && left <= Duration::from_secs(10),
+        "{left:?}"
+    );
+    assert_eq!((resting.watchers, resting.timers), (0, 0));
+    assert_eq!(resting.described, None, "a quarantined key has no task");
+    let listed = f.actors.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].quarantined_for, Some(left));
+}
