@@ -24,6 +24,8 @@
 //! - `session`: session-svc specifics: [`SessionOptions`] → flags, [`SessionProcess`] and its
 //!   cart / to-do / admin clients, [`spawn_session_stack`] (a store plus a session-svc), and
 //!   [`spawn_store_at`] to bring a store back on the port its clients know.
+//! - `sessionctl`: [`sessionctl::Sessionctl`], the `sessionctl` binary run against a test
+//!   session-svc, its exit code, stdout and stderr collected within a time limit.
 //! - `session_client`: one-line cart, to-do and admin calls, and [`session_client::poll_until`].
 //! - `cart_writers`: [`cart_writers::CartBurst`], concurrent AddItems that record every
 //!   acknowledgement, and the check that none was lost after a kill or shutdown.
@@ -45,6 +47,7 @@ pub mod raw_bytes;
 pub mod raw_channel;
 pub mod session;
 pub mod session_client;
+pub mod sessionctl;
 pub mod status;
 pub mod store;
 pub mod store_client;
