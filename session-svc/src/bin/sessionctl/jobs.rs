@@ -86,7 +86,7 @@ pub async fn list(conn: &Conn, state: Option<StateFilter>, as_json: bool) -> Out
 pub async fn job(conn: &Conn, args: JobArgs, as_json: bool) -> Outcome {
     match (args.action, args.id) {
         (Some(JobAction::Watch { id }), _) => {
-            let job = follow(conn, &id, as_json).await?;
+            let job = follow(conn, &id, as_json, &mut ctrl_c()?).await?;
             show(&job, as_json)?;
             outcome(&job)
         }
@@ -190,7 +190,20 @@ pub async fn import(global: &Global, args: ImportArgs) -> Outcome {
     } else {
         progress_bar(rows, "uploading")
     };
-    let job = upload(&conn, args.file, layout, bar.clone()).await?;
+    // Ctrl-C is heard from the start: during the upload it abandons the call, and the server
+    // fails the unfinished upload without importing any of it.
+    let mut interrupted = ctrl_c()?;
+    let job = tokio::select! {
+        job = upload(&conn, args.file, layout, bar.clone()) => job?,
+        _ = interrupted.recv() => {
+            bar.finish_and_clear();
+            return Err(Failure::Other(
+                "interrupted during the upload: the server fails the unfinished upload and \
+                 imports none of it"
+                    .to_owned(),
+            ));
+        }
+    };
     bar.finish_and_clear();
     if args.no_wait {
         return if as_json {
@@ -199,7 +212,11 @@ pub async fn import(global: &Global, args: ImportArgs) -> Outcome {
             emit(&format!("{}\n", job.id))
         };
     }
-    let job = follow(&conn, &job.id, as_json).await?;
+    eprintln!(
+        "job {} uploaded ({} entries); following it, Ctrl-C to cancel",
+        job.id, job.total
+    );
+    let job = follow(&conn, &job.id, as_json, &mut interrupted).await?;
     show(&job, as_json)?;
     outcome(&job)
 }
@@ -431,14 +448,18 @@ fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
 
 /// Follows job `id` (WatchJob) until it is final, with a progress bar unless `as_json`, and
 /// answers it with its failures (GetJob). Ctrl-C offers to cancel it (see `import --help`).
-pub async fn follow(conn: &Conn, id: &str, as_json: bool) -> Outcome<Job> {
+pub async fn follow(
+    conn: &Conn,
+    id: &str,
+    as_json: bool,
+    interrupted: &mut Signal,
+) -> Outcome<Job> {
     let bar = if as_json {
         ProgressBar::hidden()
     } else {
         progress_bar(0, "waiting for the job")
     };
     let mut client = conn.jobs();
-    let mut interrupted = ctrl_c()?;
     // Watch streams in a row that ended (or broke UNAVAILABLE) before the job did.
     let mut broken = 0;
     let last = 'watch: loop {
@@ -476,7 +497,7 @@ pub async fn follow(conn: &Conn, id: &str, as_json: bool) -> Outcome<Job> {
                     Err(status) => return Err(status.into()),
                 },
                 _ = interrupted.recv() => {
-                    if let Some(job) = interrupt(conn, id, &bar, &mut interrupted).await? {
+                    if let Some(job) = interrupt(conn, id, &bar, interrupted).await? {
                         draw(&bar, &job);
                         if is_final(job.state) {
                             break 'watch job;
