@@ -58,6 +58,7 @@ pub struct Sessionctl {
     addr: Option<String>,
     token: Option<String>,
     envs: Vec<(OsString, OsString)>,
+    timeout: Duration,
 }
 
 impl Sessionctl {
@@ -68,6 +69,7 @@ impl Sessionctl {
             addr: Some(addr.into()),
             token: Some(ADMIN_TOKEN.to_owned()),
             envs: Vec::new(),
+            timeout: RUN_TIMEOUT,
         })
     }
 
@@ -80,6 +82,12 @@ impl Sessionctl {
     /// Sends `token` instead (`None`: no `--token`).
     pub fn token(mut self, token: Option<&str>) -> Self {
         self.token = token.map(str::to_owned);
+        self
+    }
+
+    /// Lets each run take up to `limit` instead of [`RUN_TIMEOUT`] (a long import).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
         self
     }
 
@@ -124,15 +132,17 @@ impl Sessionctl {
     }
 
     /// Runs sessionctl with `args` and collects what it did; an error when it could not be
-    /// started or ran longer than [`RUN_TIMEOUT`] (it is then killed).
+    /// started or ran longer than its time limit, [`RUN_TIMEOUT`] unless changed (it is then
+    /// killed).
     pub async fn try_run(&self, args: &[&str]) -> anyhow::Result<Run> {
         let child = self
             .command(args)
             .spawn()
             .with_context(|| format!("starting {}", self.program.display()))?;
         // Dropping the unfinished wait drops the child, which kill_on_drop SIGKILLs.
-        let Ok(output) = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output()).await else {
-            bail!("sessionctl {args:?} ran longer than {RUN_TIMEOUT:?} and was killed");
+        let limit = self.timeout;
+        let Ok(output) = tokio::time::timeout(limit, child.wait_with_output()).await else {
+            bail!("sessionctl {args:?} ran longer than {limit:?} and was killed");
         };
         let output = output.context("waiting for sessionctl")?;
         Ok(Run {

@@ -1,36 +1,20 @@
 //! sessionctl, end to end: the real binary against a real session-svc and store-svc on
 //! loopback. Each command is run for its table and for its JSON, and what it shows is checked
-//! against what the gRPC clients see. import, jobs and job need JobService, which session-svc
-//! does not serve yet: they run against a stand-in (at the end of this file).
+//! against what the gRPC clients see.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
-use proto::session::v1::{
-    CancelJobRequest, EntryFailure, GetJobRequest, GetStockRequest, ImportEntriesRequest, Job,
-    JobState, ListJobsRequest, ListJobsResponse, ListSessionEventsRequest, WatchJobRequest,
-    job_service_server::{JobService, JobServiceServer},
-};
+use proto::session::v1::{GetJobRequest, GetStockRequest, ListSessionEventsRequest};
 use serde_json::{Value, json};
 use tests::{
     SessionOptions,
-    session::ADMIN_TOKEN,
-    session_client::{add_item, apply_discount, get_session, list_entries, start},
+    session::{ADMIN_TOKEN, JobClient, TodoClient},
+    session_client::{add_item, apply_discount, get_session, list_entries, poll_until, start},
     sessionctl::{Run, Sessionctl, interrupt},
     spawn_session_stack,
     tls::DevCerts,
 };
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
-    sync::{Notify, mpsc},
-};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{
-    Request, Response, Status, Streaming,
-    transport::{Server, server::TcpIncoming},
-};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 /// How long a watching sessionctl may take to print what a test waits for: a bound so that a
 /// broken watch fails instead of hanging, not a timing assertion.
@@ -566,259 +550,175 @@ async fn import_reads_its_file_before_it_connects() {
     assert!(run.stderr.contains("cannot reach session-svc"), "{run:#?}");
 }
 
-// JobService is not served by session-svc yet, so `import`, `jobs` and `job` run here against
-// a stand-in JobService in this process that records what it is sent. It checks sessionctl's
-// side of the contract (entries and their lines, following pages and the watch, Ctrl-C's
-// cancel), not the server's.
+/// How long a whole import through sessionctl may take before the test fails: a bound so that
+/// a stuck job fails instead of hanging, not a timing assertion.
+const IMPORT_LIMIT: Duration = Duration::from_secs(300);
 
-/// A stand-in JobService: each upload becomes a job that either finishes at once (failing the
-/// entries without a title) or runs until cancelled.
-#[derive(Clone, Default)]
-struct StandIn {
-    inner: Arc<Mutex<StandInState>>,
-    /// Told when a WatchJob starts.
-    watching: Arc<Notify>,
-}
-
-#[derive(Default)]
-struct StandInState {
-    /// Jobs never finish by themselves.
-    hold: bool,
-    /// Every upload, in order: job i+1's entries.
-    uploads: Vec<Vec<ImportEntriesRequest>>,
-    /// The jobs as they are now.
-    jobs: Vec<Job>,
-    /// Where a held job's watch stream is, to send its cancellation.
-    held: Vec<mpsc::Sender<Result<Job, Status>>>,
-    /// Ids CancelJob was called with.
-    cancelled: Vec<String>,
-}
-
-impl StandIn {
-    /// Serves it on a free loopback port; answers the `http://` address.
-    async fn serve(self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = TcpIncoming::from(listener);
-        tokio::spawn(
-            Server::builder()
-                .add_service(JobServiceServer::new(self))
-                .serve_with_incoming(incoming),
+/// A CSV file of `rows` entries under a `list,date,title` header, spread over `lists` lists
+/// (`list-0`, ...), titled `row-<n>`; rows `n` in `bad` get an impossible date or a blank
+/// title, alternately. Row n (from 0) is on line n + 2.
+fn csv_file(dir: &std::path::Path, rows: u64, lists: u64, bad: &[u64]) -> std::path::PathBuf {
+    let mut text = String::from("list,date,title\n");
+    for n in 0..rows {
+        let (mut date, mut title) = (
+            format!("2026-{:02}-{:02}", 1 + n % 12, 1 + n % 28),
+            format!("row-{n}"),
         );
-        format!("http://{addr}")
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, StandInState> {
-        self.inner.lock().unwrap()
-    }
-
-    fn job(&self, id: &str) -> Result<Job, Status> {
-        self.state()
-            .jobs
-            .iter()
-            .find(|job| job.id == id)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))
-    }
-}
-
-/// What a job that tried every entry of `entries` reports.
-fn finished(id: &str, entries: &[ImportEntriesRequest]) -> Job {
-    let failures: Vec<EntryFailure> = entries
-        .iter()
-        .filter(|entry| entry.title.is_empty())
-        .map(|entry| EntryFailure {
-            line: entry.line,
-            code: "INVALID_ARGUMENT".into(),
-            message: "invalid title: must not be empty".into(),
-        })
-        .collect();
-    let total = entries.len() as u64;
-    Job {
-        id: id.into(),
-        state: JobState::Succeeded as i32,
-        total,
-        processed: total,
-        imported: total - failures.len() as u64,
-        failed: failures.len() as u64,
-        failures,
-        ..Job::default()
-    }
-}
-
-#[tonic::async_trait]
-impl JobService for StandIn {
-    async fn import_entries(
-        &self,
-        request: Request<Streaming<ImportEntriesRequest>>,
-    ) -> Result<Response<Job>, Status> {
-        let mut stream = request.into_inner();
-        let mut entries = Vec::new();
-        while let Some(entry) = stream.message().await? {
-            entries.push(entry);
-        }
-        let mut state = self.state();
-        state.uploads.push(entries.clone());
-        let id = format!("job-{}", state.uploads.len());
-        let job = if state.hold {
-            Job {
-                id,
-                state: JobState::Running as i32,
-                total: entries.len() as u64,
-                ..Job::default()
-            }
-        } else {
-            finished(&id, &entries)
-        };
-        state.jobs.push(job.clone());
-        // The upload's answer: the job waiting for a slot.
-        Ok(Response::new(Job {
-            state: JobState::Pending as i32,
-            processed: 0,
-            imported: 0,
-            failed: 0,
-            failures: Vec::new(),
-            ..job
-        }))
-    }
-
-    async fn get_job(&self, request: Request<GetJobRequest>) -> Result<Response<Job>, Status> {
-        self.job(&request.into_inner().id).map(Response::new)
-    }
-
-    type WatchJobStream = ReceiverStream<Result<Job, Status>>;
-
-    async fn watch_job(
-        &self,
-        request: Request<WatchJobRequest>,
-    ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let job = self.job(&request.into_inner().id)?;
-        let (tx, rx) = mpsc::channel(8);
-        // Half way first, then the job as it is, without its failures (GetJob has them).
-        let half = Job {
-            state: JobState::Running as i32,
-            processed: job.total / 2,
-            failures: Vec::new(),
-            ..job.clone()
-        };
-        tx.try_send(Ok(half)).unwrap();
-        let mut state = self.state();
-        if state.hold {
-            state.held.push(tx);
-        } else {
-            let now = Job {
-                failures: Vec::new(),
-                ..job
-            };
-            tx.try_send(Ok(now)).unwrap();
-        }
-        drop(state);
-        self.watching.notify_one();
-        Ok(Response::new(ReceiverStream::new(rx)))
-    }
-
-    async fn cancel_job(
-        &self,
-        request: Request<CancelJobRequest>,
-    ) -> Result<Response<Job>, Status> {
-        let id = request.into_inner().id;
-        let mut state = self.state();
-        state.cancelled.push(id.clone());
-        let job = state
-            .jobs
-            .iter_mut()
-            .find(|job| job.id == id)
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
-        job.state = JobState::Cancelled as i32;
-        job.error = "cancelled by a client".into();
-        let job = job.clone();
-        for held in state.held.drain(..) {
-            let _ = held.try_send(Ok(job.clone()));
-        }
-        Ok(Response::new(job))
-    }
-
-    async fn list_jobs(
-        &self,
-        request: Request<ListJobsRequest>,
-    ) -> Result<Response<ListJobsResponse>, Status> {
-        // One job a page, whatever was asked: sessionctl must follow the tokens.
-        let request = request.into_inner();
-        let state = self.state();
-        let at: usize = request.page_token.parse().unwrap_or(0);
-        let jobs: Vec<Job> = state
-            .jobs
-            .iter()
-            .filter(|job| request.state == 0 || job.state == request.state)
-            .skip(at)
-            .take(1)
-            .map(|job| Job {
-                failures: Vec::new(),
-                ..job.clone()
-            })
-            .collect();
-        let more = state.jobs.len() > at + 1;
-        Ok(Response::new(ListJobsResponse {
-            jobs,
-            next_page_token: if more {
-                (at + 1).to_string()
+        if let Some(i) = bad.iter().position(|b| *b == n) {
+            if i % 2 == 0 {
+                date = "2026-02-30".into();
             } else {
-                String::new()
-            },
-        }))
+                title = " ".into();
+            }
+        }
+        text.push_str(&format!("list-{},{date},{title}\n", n % lists));
     }
+    let path = dir.join(format!("{rows}-rows.csv"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Titles in `list`, with how many times each appears.
+async fn titles(todo: &mut TodoClient, list: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for entry in list_entries(todo, list, "").await.unwrap_or_default() {
+        *counts.entry(entry.title).or_default() += 1;
+    }
+    counts
+}
+
+/// Every title in lists `list-0` .. `list-{lists - 1}`, with how many times each appears.
+async fn all_titles(todo: &mut TodoClient, lists: u64) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for list in 0..lists {
+        for (title, n) in titles(todo, &format!("list-{list}")).await {
+            *seen.entry(title).or_default() += n;
+        }
+    }
+    seen
+}
+
+/// Waits until job `id` has processed at least `processed` entries.
+async fn progressed(jobs: &JobClient, id: &str, processed: u64) {
+    poll_until(IMPORT_LIMIT, Duration::from_millis(50), || {
+        let mut jobs = jobs.clone();
+        let id = id.to_owned();
+        async move {
+            let job = jobs.get_job(GetJobRequest { id }).await.ok()?.into_inner();
+            (job.processed >= processed).then_some(())
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("job {id} did not reach {processed} entries"));
 }
 
 #[tokio::test]
-async fn import_sends_each_row_with_its_line_and_follows_the_job_to_its_end() {
-    let jobs = StandIn::default();
-    let ctl = Sessionctl::new(jobs.clone().serve().await).unwrap();
+async fn import_of_10000_rows_fails_the_10_bad_ones_by_line_and_imports_the_rest_once() {
+    let stack = spawn_session_stack(SessionOptions::new()).await;
+    let ctl = Sessionctl::for_session(&stack.session).timeout(IMPORT_LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let bad: Vec<u64> = (0..10).map(|i| 317 + i * 997).collect();
+    let file = csv_file(dir.path(), 10_000, 4, &bad);
+
+    let run = ctl
+        .run(&["import", file.to_str().unwrap(), "--json"])
+        .await
+        .ok();
+    let job = run.json();
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert!(
+        run.stderr
+            .contains(&format!("job {id} uploaded (10000 entries)")),
+        "{run:#?}"
+    );
+    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED", "{job}");
+    assert_eq!(
+        (&job["total"], &job["imported"], &job["failed"]),
+        (&json!(10_000), &json!(9_990), &json!(10))
+    );
+    let lines: Vec<u64> = job["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|failure| {
+            assert_eq!(failure["code"], "INVALID_ARGUMENT", "{failure}");
+            failure["line"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(lines, bad.iter().map(|n| n + 2).collect::<Vec<_>>());
+
+    let mut todo = stack.session.todo().await;
+    let seen = all_titles(&mut todo, 4).await;
+    assert_eq!(seen.len(), 9_990);
+    assert!(seen.values().all(|n| *n == 1), "an entry imported twice");
+    assert!(bad.iter().all(|n| !seen.contains_key(&format!("row-{n}"))));
+
+    // The table of the same job: its state, counts and the failures with their lines.
+    let shown = ctl.run(&["job", &id]).await.ok();
+    assert_eq!(row(&shown, "state"), ["state", "succeeded"]);
+    assert_eq!(row(&shown, "imported"), ["imported", "9990"]);
+    assert_eq!(row(&shown, "failed"), ["failed", "10"]);
+    let first = (bad[0] + 2).to_string();
+    assert_eq!(
+        row(&shown, &first)[1],
+        "INVALID_ARGUMENT",
+        "{}",
+        shown.stdout
+    );
+    let shown = ctl.run(&["job", &id, "--json"]).await.ok().json();
+    assert_eq!(shown["failures"], job["failures"]);
+
+    // jobs: the table and JSON list it; stats counts it as succeeded.
+    let listed = ctl.run(&["jobs", "--json"]).await.ok().json();
+    assert_eq!(keys_of(&listed, "id"), std::slice::from_ref(&id));
+    assert_eq!(listed[0]["imported"], 9_990);
+    let table = ctl.run(&["jobs"]).await.ok();
+    assert_eq!(row(&table, &id)[1], "succeeded", "{}", table.stdout);
+    let stats = ctl.run(&["stats", "--json"]).await.ok().json();
+    assert_eq!(stats["jobs"]["succeeded"], 1, "{stats}");
+    assert_eq!(stats["jobs"]["running"], 0, "{stats}");
+    // Watching a job that ended shows it at once.
+    let watched = ctl.run(&["job", "watch", &id, "--json"]).await.ok().json();
+    assert_eq!(watched["state"], "JOB_STATE_SUCCEEDED", "{watched}");
+    assert_rpc_error(&ctl.run(&["job", "0123456789ab-cdef"]).await, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn import_takes_each_rows_line_from_the_file_and_no_wait_answers_the_id() {
+    let stack = spawn_session_stack(SessionOptions::new()).await;
+    let ctl = Sessionctl::for_session(&stack.session).timeout(IMPORT_LIMIT);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("entries.csv");
+    // A header in any case, a blank line, a row without a title, a quoted title with a comma,
+    // and a row with a field too many (warned about, the extra one ignored).
     std::fs::write(
         &file,
-        "List,Date,Title\nhome,2026-01-01,milk\n\nwork,2026-01-02\nwork,2026-01-03,\"two\nlines\"\nhome,2026-01-04,eggs,extra\n",
+        "List,Date,Title\nhome,2026-01-01,milk\n\nwork,2026-01-02\nwork,2026-01-03,\"bread, rye\"\nhome,2026-01-04,eggs,extra\n",
     )
     .unwrap();
-    let file = file.to_str().unwrap();
 
-    // The table: the job's state and counts, and the failure with its line.
-    let run = ctl.run(&["import", file]).await.ok();
-    let entry = |list: &str, date: &str, title: &str, line| ImportEntriesRequest {
-        list: list.into(),
-        date: date.into(),
-        title: title.into(),
-        line,
-    };
-    assert_eq!(
-        jobs.state().uploads[0],
-        [
-            entry("home", "2026-01-01", "milk", 2),
-            entry("work", "2026-01-02", "", 4),
-            entry("work", "2026-01-03", "two\nlines", 5),
-            entry("home", "2026-01-04", "eggs", 7),
-        ]
-    );
+    let run = ctl.run(&["import", file.to_str().unwrap()]).await.ok();
+    assert!(run.stderr.contains("line 6: 4 fields"), "{run:#?}");
     assert_eq!(row(&run, "state"), ["state", "succeeded"]);
+    assert_eq!(row(&run, "total"), ["total", "4"]);
     assert_eq!(row(&run, "imported"), ["imported", "3"]);
-    assert_eq!(row(&run, "failed"), ["failed", "1"]);
-    assert_eq!(
-        row(&run, "4"),
-        ["4", "INVALID_ARGUMENT", "invalid title: must not be empty"]
-    );
-    assert!(run.stderr.contains("line 7: 4 fields"), "{run:#?}");
+    let failure = row(&run, "4");
+    assert_eq!(failure[1], "INVALID_ARGUMENT", "{}", run.stdout);
+    assert!(failure[2].contains("title"), "{}", run.stdout);
+    let home = ctl
+        .run(&["todo", "list", "home", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(keys_of(&home, "title"), ["milk", "eggs"]);
+    let work = ctl
+        .run(&["todo", "list", "work", "--json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(keys_of(&work, "title"), ["bread, rye"]);
 
-    // JSON: the final job, failures included.
-    let job = ctl.run(&["import", file, "--json"]).await.ok().json();
-    assert_eq!(job["id"], "job-2");
-    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED");
-    assert_eq!(job["total"], 4);
-    assert_eq!(
-        job["failures"],
-        json!([{"line": 4, "code": "INVALID_ARGUMENT", "message": "invalid title: must not be empty"}])
-    );
-
-    // --list: two columns, every row in that list; --no-wait: the id, once uploaded.
+    // --list: two columns, every row in that list; --no-wait: the id alone, once uploaded.
     let dated = dir.path().join("dated.csv");
     std::fs::write(&dated, "2026-02-01,call mum\n").unwrap();
     let run = ctl
@@ -831,45 +731,52 @@ async fn import_sends_each_row_with_its_line_and_follows_the_job_to_its_end() {
         ])
         .await
         .ok();
-    assert_eq!(run.stdout, "job-3\n");
-    assert_eq!(
-        jobs.state().uploads[2],
-        [entry("family", "2026-02-01", "call mum", 1)]
-    );
-
-    // jobs: every page; job ID: one, with its failures.
-    let listed = ctl.run(&["jobs", "--json"]).await.ok().json();
-    assert_eq!(keys_of(&listed, "id"), ["job-1", "job-2", "job-3"]);
-    let table = ctl.run(&["jobs"]).await.ok();
-    assert_eq!(row(&table, "job-3")[1], "succeeded", "{}", table.stdout);
-    let shown = ctl.run(&["job", "job-1", "--json"]).await.ok().json();
-    assert_eq!(shown["failures"][0]["line"], 4, "{shown}");
-    let watched = ctl
-        .run(&["job", "watch", "job-1", "--json"])
+    let id = run.stdout.trim_end().to_owned();
+    assert_eq!(run.stdout, format!("{id}\n"));
+    let watched = ctl.run(&["job", "watch", &id, "--json"]).await.ok().json();
+    assert_eq!(watched["state"], "JOB_STATE_SUCCEEDED", "{watched}");
+    assert_eq!(watched["imported"], 1, "{watched}");
+    let family = ctl
+        .run(&["todo", "list", "family", "--json"])
         .await
         .ok()
         .json();
-    assert_eq!(watched["state"], "JOB_STATE_SUCCEEDED", "{watched}");
-    assert_rpc_error(&ctl.run(&["job", "job-9"]).await, "NOT_FOUND");
+    assert_eq!(keys_of(&family, "title"), ["call mum"]);
+    let listed = ctl.run(&["jobs", "--json"]).await.ok().json();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
 
 #[tokio::test]
-async fn ctrl_c_without_a_terminal_cancels_the_job_being_followed() {
-    let jobs = StandIn::default();
-    jobs.state().hold = true;
-    let ctl = Sessionctl::new(jobs.clone().serve().await).unwrap();
+async fn ctrl_c_without_a_terminal_cancels_the_import_and_what_was_imported_stays() {
+    let stack = spawn_session_stack(SessionOptions::new().flag("--job-rate", 200)).await;
+    let ctl = Sessionctl::for_session(&stack.session);
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("entries.csv");
-    std::fs::write(&file, "home,2026-01-01,milk\nhome,2026-01-02,eggs\n").unwrap();
+    let file = csv_file(dir.path(), 5_000, 1, &[]);
 
-    let watching = jobs.watching.notified();
     let mut import = ctl.spawn(&["import", file.to_str().unwrap()]).unwrap();
-    tokio::time::timeout(WATCH_LIMIT, watching)
-        .await
-        .expect("sessionctl watches the job");
+    // sessionctl says it follows the job once it has it; Ctrl-C is heard from then on.
+    let mut stderr = BufReader::new(import.stderr.take().unwrap());
+    let mut said = String::new();
+    let id = tokio::time::timeout(WATCH_LIMIT, async {
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).await.unwrap() > 0, "{said}");
+            said.push_str(&line);
+            if let Some(rest) = line.strip_prefix("job ")
+                && line.contains("following it")
+            {
+                break rest.split(' ').next().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("sessionctl follows the job");
+    let jobs = stack.session.jobs().await;
+    progressed(&jobs, &id, 10).await;
+
     let status = interrupt(&mut import).await.unwrap();
+    stderr.read_to_string(&mut said).await.unwrap();
     let mut stdout = String::new();
-    let mut stderr = String::new();
     import
         .stdout
         .take()
@@ -877,22 +784,55 @@ async fn ctrl_c_without_a_terminal_cancels_the_job_being_followed() {
         .read_to_string(&mut stdout)
         .await
         .unwrap();
-    import
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
-    assert_eq!(jobs.state().cancelled, ["job-1"]);
-    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(status.code(), Some(1), "{stdout}\n{said}");
     assert!(
-        stderr.contains("stdin is not a terminal, so cancelling job job-1"),
-        "{stderr}"
+        said.contains(&format!("stdin is not a terminal, so cancelling job {id}")),
+        "{said}"
     );
     assert!(
-        stderr.contains("error: job job-1 was cancelled"),
-        "{stderr}"
+        said.contains(&format!("error: job {id} was cancelled")),
+        "{said}"
     );
     assert!(stdout.contains("cancelled"), "{stdout}");
+
+    // The job stopped part way; what it imported stays, once each.
+    let job = ctl.run(&["job", &id, "--json"]).await.ok().json();
+    assert_eq!(job["state"], "JOB_STATE_CANCELLED", "{job}");
+    let imported = job["imported"].as_u64().unwrap();
+    assert!((10..5_000).contains(&imported), "{job}");
+    let mut todo = stack.session.todo().await;
+    let seen = titles(&mut todo, "list-0").await;
+    assert_eq!(seen.len() as u64, imported);
+    assert!(seen.values().all(|n| *n == 1));
+    let stats = ctl.run(&["stats", "--json"]).await.ok().json();
+    assert_eq!(stats["jobs"]["cancelled"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_job_followed_across_a_sigkill_of_session_svc_finishes_without_duplicates() {
+    let mut stack = spawn_session_stack(SessionOptions::new().flag("--job-rate", 1_000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = csv_file(dir.path(), 4_000, 2, &[]);
+    let ctl = Sessionctl::for_session(&stack.session).timeout(IMPORT_LIMIT);
+    let run = ctl
+        .run(&["import", file.to_str().unwrap(), "--no-wait"])
+        .await
+        .ok();
+    let id = run.stdout.trim_end().to_owned();
+    progressed(&stack.session.jobs().await, &id, 1_000).await;
+    stack.session.kill().await.expect("SIGKILL session-svc");
+    stack.session = stack.session.respawn().await;
+
+    let ctl = Sessionctl::for_session(&stack.session).timeout(IMPORT_LIMIT);
+    let done = ctl.run(&["job", "watch", &id, "--json"]).await.ok().json();
+    assert_eq!(done["state"], "JOB_STATE_SUCCEEDED", "{done}");
+    assert_eq!(
+        (&done["imported"], &done["failed"]),
+        (&json!(4_000), &json!(0))
+    );
+    assert!(done["resumes"].as_u64().unwrap() >= 1, "{done}");
+    let mut todo = stack.session.todo().await;
+    let seen = all_titles(&mut todo, 2).await;
+    assert_eq!(seen.len(), 4_000);
+    assert!(seen.values().all(|n| *n == 1), "an entry imported twice");
 }
