@@ -258,7 +258,18 @@ impl Jobs {
                 }
             };
             let Some(entry) = next else { break };
-            let mut entry = entry.map_err(|s| Error::Cancelled(s.message().to_string()))?;
+            let mut entry = entry.map_err(|status| match status.code() {
+                // The codec's answer for a message that does not decode: the client's error.
+                tonic::Code::InvalidArgument => Error::invalid(
+                    "entries",
+                    format!(
+                        "entry {} of the upload: {}; nothing was imported",
+                        received + 1,
+                        status.message()
+                    ),
+                ),
+                _ => Error::Cancelled(status.message().to_string()),
+            })?;
             received += 1;
             if received > settings.max_entries {
                 return Err(Error::invalid(
