@@ -270,6 +270,19 @@ impl Connections {
         }
     }
 
+    /// Waits until every connection has closed (its task ended and its socket was dropped).
+    pub async fn all_closed(&self) {
+        loop {
+            let notified = self.shared.slot_freed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Closes every open connection: its reads end, so its server task finishes.
     pub fn close_all(&self) {
         let open: Vec<_> = self.lock().values().cloned().collect();

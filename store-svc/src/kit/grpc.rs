@@ -65,6 +65,10 @@ pub struct ServeOptions {
 /// How long a keepalive ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a drain leaves connections open after their last request ended, so that its final
+/// frames reach the client before the connection is closed.
+const DRAIN_LINGER: Duration = Duration::from_millis(250);
+
 /// How often the kernel probes a TCP connection that has gone quiet, below HTTP/2 pings.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -124,6 +128,11 @@ pub async fn serve(
                 "grace period over: closing the connections still open"
             );
         } else {
+            // The last responses' final frames (a stream's trailers) may still be on their way
+            // to the socket: closing now could cut them off. Connections the clients close
+            // after the GOAWAY go by themselves; the rest are closed after a short linger.
+            let linger = cutoff.min(tokio::time::Instant::now() + DRAIN_LINGER);
+            let _ = tokio::time::timeout_at(linger, connections.all_closed()).await;
             tracing::info!(
                 open = connections.open(),
                 "no request in flight: closing the idle connections"
