@@ -8,8 +8,8 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use kit::{deadline::Deadline, echo::echo};
 use proto::session::v1::{self as pb, admin_service_server::AdminService};
-use store_svc::kit::{deadline::Deadline, echo::echo};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status, service::Interceptor};
 

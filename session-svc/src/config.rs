@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, ValueEnum};
-use store_svc::kit::{
+use kit::{
     conn::ConnectionLimits,
     duration,
     telemetry::LogFormat,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use store_svc::kit::echo::{bounded, echo};
+use kit::echo::{bounded, echo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 

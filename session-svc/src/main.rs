@@ -3,8 +3,8 @@
 
 use std::process::ExitCode;
 
+use kit::{self, cli};
 use session_svc::{SessionServer, config::Config};
-use store_svc::kit::{self, cli};
 
 /// mimalloc keeps no per-allocation header and returns memory in larger spans: with a million
 /// small actors that is ~6% less RSS than glibc's malloc (see BENCHMARKS.md).

@@ -10,7 +10,7 @@ use std::{
     sync::{Arc, atomic::Ordering},
 };
 
-use store_svc::kit::metrics::Render;
+use kit::metrics::Render;
 
 use crate::runtime::{Actors, Counts, batcher::BatchStats};
 

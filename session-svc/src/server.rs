@@ -7,7 +7,6 @@ use proto::session::v1::{
     inventory_service_server::InventoryServiceServer, job_service_server::JobServiceServer,
     todo_service_server::TodoServiceServer,
 };
-use store_svc::kit;
 use tokio::net::TcpListener;
 use tonic::transport::ServerTlsConfig;
 

@@ -29,9 +29,9 @@ use std::{
     time::Duration,
 };
 
+use kit::{deadline::Deadline, echo::echo, metrics::Render};
 use prost::Message as _;
 use proto::session::v1::{self as pb, ActorRecord};
-use store_svc::kit::{deadline::Deadline, echo::echo, metrics::Render};
 use tokio::{sync::watch, time::Instant};
 
 use crate::{

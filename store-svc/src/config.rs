@@ -5,15 +5,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use tonic::transport::ServerTlsConfig;
 
-use crate::{
-    kit::{
-        conn::ConnectionLimits,
-        duration,
-        telemetry::LogFormat,
-        tls::{self, TlsError},
-    },
-    namespaces::{DEFAULT_NAMESPACES, Namespaces},
+use kit::{
+    conn::ConnectionLimits,
+    duration,
+    telemetry::LogFormat,
+    tls::{self, TlsError},
 };
+
+use crate::namespaces::{DEFAULT_NAMESPACES, Namespaces};
 
 /// Versioned key/value over gRPC on sled: durable before it answers.
 #[derive(Debug, Clone, Parser)]

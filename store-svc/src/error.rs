@@ -8,7 +8,7 @@ use std::{borrow::Cow, collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::kit::echo::{bounded, echo};
+use kit::echo::{bounded, echo};
 
 /// Everything a store request can fail with.
 #[derive(Debug, thiserror::Error)]

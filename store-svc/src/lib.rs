@@ -16,8 +16,9 @@
 //! - [`service`]: the `store.v1.StoreService` handlers.
 //! - [`error`]: the error enum and its one mapping to gRPC codes.
 //! - [`metrics`]: what `/metrics` shows.
-//! - [`kit`]: plumbing shared with session-svc (deadlines, health, reflection, drain, logs,
-//!   connections, TLS).
+//!
+//! Server plumbing shared with session-svc (deadlines, health, reflection, drain, logs,
+//! connections, TLS) is the `kit` crate.
 //!
 //! [`StoreServer::open`] opens the database; [`StoreServer::serve`] serves it on a listener the
 //! caller bound (so tests can use port 0) until a shutdown future resolves.
@@ -28,7 +29,6 @@ pub mod config;
 pub mod db;
 pub mod durable;
 pub mod error;
-pub mod kit;
 pub mod metrics;
 pub mod namespaces;
 pub mod service;

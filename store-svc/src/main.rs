@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use store_svc::{Config, StoreServer, kit, kit::cli};
+use kit::cli;
+use store_svc::{Config, StoreServer};
 
 #[tokio::main]
 async fn main() -> ExitCode {

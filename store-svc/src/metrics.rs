@@ -2,7 +2,9 @@
 
 use std::{fmt::Write as _, sync::atomic::Ordering};
 
-use crate::{kit::metrics::Render, writer::WriterGauge};
+use kit::metrics::Render;
+
+use crate::writer::WriterGauge;
 
 /// Renders the writer's statistics in the Prometheus text format.
 pub struct StoreMetrics {

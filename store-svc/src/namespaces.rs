@@ -8,7 +8,9 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::{error::Error, kit::echo::echo, validate};
+use kit::echo::echo;
+
+use crate::{error::Error, validate};
 
 /// The namespaces session-svc reads and writes, comma-separated: `--namespaces`' default.
 /// The `tests` crate checks that it equals session-svc's own list (`STORE_NAMESPACES`).

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use kit::{deadline::Deadline, echo::echo};
 use proto::store::v1::{
     BatchWriteRequest, BatchWriteResponse, Check, CommitRequest, CommitResponse, DeleteRequest,
     DeleteResponse, Entry, GetRequest, GetResponse, Mutation, PutRequest, PutResponse, ScanRequest,
@@ -19,7 +20,6 @@ use tonic::{Request, Response, Status};
 use crate::{
     db::{Change, Db, Write},
     error::Error,
-    kit::{deadline::Deadline, echo::echo},
     validate::{self, PageToken},
     writer::{Pending, Writer},
 };

@@ -5,7 +5,9 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::{error::Error, kit::echo::echo};
+use kit::echo::echo;
+
+use crate::error::Error;
 
 /// Longest key, in bytes: room for a 256-byte session key, escaped, plus a record suffix.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -14,12 +14,12 @@ use std::{
     time::Instant,
 };
 
+use kit::{claim::Claim, deadline::Deadline};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     db::{Db, Group, Write},
     error::{Error, QUEUE_FULL_RETRY},
-    kit::{claim::Claim, deadline::Deadline},
 };
 
 /// One commit waiting for the writer: a lone Put or Delete is a commit of one write.

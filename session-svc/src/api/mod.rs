@@ -5,7 +5,7 @@ pub mod watch;
 
 use std::time::Duration;
 
-use store_svc::kit::deadline::Deadline;
+use kit::deadline::Deadline;
 use tonic::{Response, Status};
 
 use crate::{

@@ -1,8 +1,8 @@
 //! Carts between the domain and the wire: `Cart` ↔ `session.v1.Session` (which is also the
 //! stored form), `Order` → `session.v1.Order`, and request fields → domain values.
 
+use kit::echo::echo;
 use proto::session::v1 as pb;
-use store_svc::kit::echo::echo;
 
 use crate::{
     domain::{

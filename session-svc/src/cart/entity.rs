@@ -1,9 +1,9 @@
 //! The cart kind: seed 001's shopping `Session` process, as an [`Entity`] of the runtime.
 
 use bytes::Bytes;
+use kit::echo::echo;
 use prost::Message;
 use proto::session::v1 as pb;
-use store_svc::kit::echo::echo;
 
 use super::convert;
 use crate::{
@@ -136,7 +136,7 @@ impl Inventory {
         sku: &str,
         cart: &str,
         change: HoldChange,
-        deadline: store_svc::kit::deadline::Deadline,
+        deadline: kit::deadline::Deadline,
     ) -> Result<Held, Error> {
         let cart = cart.to_string();
         match change {
@@ -155,7 +155,7 @@ impl Inventory {
         self,
         cart: String,
         plan: Vec<(String, HoldChange)>,
-        deadline: store_svc::kit::deadline::Deadline,
+        deadline: kit::deadline::Deadline,
     ) -> Result<(), Error> {
         let mut calls = tokio::task::JoinSet::new();
         for (sku, change) in plan {
@@ -777,7 +777,7 @@ fn session_of(session: pb::Session) -> SessionReply {
 mod tests {
     use std::time::Duration;
 
-    use store_svc::kit::deadline::Deadline;
+    use kit::deadline::Deadline;
 
     use super::*;
     use crate::{

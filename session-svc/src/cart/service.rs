@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use kit::{deadline::Deadline, echo::echo, wire::PreEncoded};
 use proto::session::v1::{self as pb, cart_service_server::CartService};
-use store_svc::kit::{deadline::Deadline, echo::echo, wire::PreEncoded};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 

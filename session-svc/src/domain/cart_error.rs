@@ -1,6 +1,6 @@
 //! Why a cart operation was refused, in terms the gRPC edge can map with one `match`.
 
-use store_svc::kit::echo::echo;
+use kit::echo::echo;
 use thiserror::Error;
 
 use super::ErrorKind;

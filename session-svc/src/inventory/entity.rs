@@ -198,7 +198,7 @@ impl Entity for SkuEntity {
     fn missing(&self, key: &str) -> Error {
         Error::NotFound(format!(
             "sku {} has no stock set; SetStock first (a sku without stock is untracked)",
-            store_svc::kit::echo::echo(key)
+            kit::echo::echo(key)
         ))
     }
 }
@@ -383,7 +383,7 @@ impl Request<SkuEntity> for Reserve {
         if more > stock.available() {
             return Err(Error::FailedPrecondition(format!(
                 "not enough stock of sku {}: {} available, {more} more asked for",
-                store_svc::kit::echo::echo(key),
+                kit::echo::echo(key),
                 stock.available().max(0),
             )));
         }

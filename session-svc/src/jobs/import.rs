@@ -7,9 +7,9 @@ use std::{
 };
 
 use futures_util::{StreamExt as _, stream::FuturesUnordered};
+use kit::deadline::Deadline;
 use prost::Message as _;
 use proto::session::v1::{self as pb, ImportChunk, ImportEntriesRequest, JobRecord, JobState};
-use store_svc::kit::deadline::Deadline;
 use tokio::time::Instant;
 
 use super::{

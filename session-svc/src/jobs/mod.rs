@@ -28,9 +28,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use kit::deadline::Deadline;
 use prost::Message as _;
 use proto::session::v1::{self as pb, JobRecord, JobState};
-use store_svc::kit::deadline::Deadline;
 use tokio::sync::{Semaphore, watch};
 
 use crate::{

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use kit::deadline::Deadline;
 use proto::session::v1::{self as pb, JobState, job_service_server::JobService};
-use store_svc::kit::deadline::Deadline;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -57,7 +57,7 @@ impl JobService for JobApi {
         let client_deadline = request.metadata().contains_key("grpc-timeout")
             || request
                 .metadata()
-                .contains_key(store_svc::kit::deadline::ABSOLUTE_HEADER);
+                .contains_key(kit::deadline::ABSOLUTE_HEADER);
         let deadline = Deadline::accept(&request, self.default_deadline);
         let stream = request.into_inner();
         let job = self

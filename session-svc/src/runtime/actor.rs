@@ -14,9 +14,9 @@
 use std::{collections::VecDeque, pin::Pin, sync::Arc, sync::atomic::Ordering};
 
 use bytes::Bytes;
+use kit::{claim::Claim, deadline::Deadline, echo::echo};
 use prost::Message as _;
 use proto::session::v1::{ActorRecord, RecentRequest};
-use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
     sync::{broadcast, oneshot},
     time::Instant,

@@ -26,11 +26,11 @@ use std::{
     time::Duration,
 };
 
+use kit::{claim::Claim, deadline::Deadline};
 use prost::Message as _;
 use proto::store::v1::{
     BatchWriteRequest, Write, store_service_client::StoreServiceClient, write::Operation,
 };
-use store_svc::kit::{claim::Claim, deadline::Deadline};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Code, Request, Status, transport::Channel};
 

@@ -19,7 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use store_svc::kit::deadline::Deadline;
+use kit::deadline::Deadline;
 
 use super::Store;
 use crate::error::Error;
@@ -322,7 +322,7 @@ pub trait Request<E: Entity>: Sized + Send + 'static {
         Err(Error::Corrupt(format!(
             "{} of {} was replayed but carries no request id",
             self.name(),
-            store_svc::kit::echo::echo(key)
+            kit::echo::echo(key)
         )))
     }
 

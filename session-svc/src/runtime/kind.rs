@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use store_svc::kit::{claim::Claim, deadline::Deadline, echo::echo};
+use kit::{claim::Claim, deadline::Deadline, echo::echo};
 use tokio::{
     sync::{OwnedSemaphorePermit, broadcast, oneshot, watch},
     task::AbortHandle,
@@ -53,12 +53,16 @@ pub fn validate_key(field: &str, key: &str) -> Result<(), Error> {
             ),
         ));
     }
-    store_svc::validate::key(key).map_err(|error| match error {
-        store_svc::error::Error::InvalidArgument { description, .. } => {
-            Error::invalid(field, description)
-        }
-        other => Error::invalid(field, other.to_string()),
-    })
+    if key.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if let Some(position) = key.chars().position(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            format!("has a control character at character {position}; none are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// How long past its deadline a caller waits for a command the actor already started: the

@@ -21,7 +21,7 @@ use std::{
 };
 
 use hashlink::LinkedHashMap;
-use store_svc::kit::deadline::Deadline;
+use kit::deadline::Deadline;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, oneshot},
     time::Instant,

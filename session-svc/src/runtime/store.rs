@@ -9,11 +9,11 @@ use std::{
     time::Duration,
 };
 
+use kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use proto::store::v1::{
     CommitRequest, DeleteRequest, Entry, GetRequest, Mutation, PutRequest, ScanRequest, Write,
     mutation::Kind, store_service_client::StoreServiceClient, write::Operation,
 };
-use store_svc::kit::deadline::{ABSOLUTE_HEADER, Deadline};
 use tonic::{
     Code, Request,
     metadata::MetadataValue,
@@ -74,8 +74,7 @@ impl Store {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
         if let Some(tls) = tls {
-            endpoint =
-                store_svc::kit::tls::apply_client(endpoint, tls).map_err(|e| e.to_string())?;
+            endpoint = kit::tls::apply_client(endpoint, tls).map_err(|e| e.to_string())?;
         }
         let client = StoreServiceClient::new(endpoint.connect_lazy());
         let link = Arc::new(StoreLink::new(addr));
@@ -342,7 +341,7 @@ fn memory_commit(map: &mut MemoryMap, mutations: Vec<Mutation>) -> Result<Vec<u6
             return Err(Error::Aborted(format!(
                 "version conflict on {namespace}/{}: expected version {expected}, current \
                  version {current}",
-                store_svc::kit::echo::echo(&key)
+                kit::echo::echo(&key)
             )));
         }
         versions.push(match mutation.kind {

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use store_svc::kit::deadline::Deadline;
+use kit::deadline::Deadline;
 
 use super::*;
 use crate::error::Error;

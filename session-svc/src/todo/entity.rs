@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use kit::echo::echo;
 use prost::Message;
 use proto::session::v1 as pb;
-use store_svc::kit::echo::echo;
 
 use crate::{
     domain::{Date, Entry, TodoList},
@@ -68,7 +68,7 @@ async fn create_once(
     namespace: &str,
     key: String,
     value: Vec<u8>,
-    deadline: store_svc::kit::deadline::Deadline,
+    deadline: kit::deadline::Deadline,
 ) -> Result<(), Error> {
     match store
         .commit(vec![mutation(namespace, key, Some(value), 0)], deadline)

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use kit::deadline::Deadline;
 use proto::session::v1::{self as pb, todo_service_server::TodoService};
-use store_svc::kit::deadline::Deadline;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 

@@ -13,6 +13,7 @@
 use std::{sync::Arc, time::Instant};
 
 use clap::Parser;
+use kit::deadline::Deadline;
 use session_svc::{
     SessionServer,
     cart::CartEntity,
@@ -20,7 +21,6 @@ use session_svc::{
     domain::{Cart, Catalog, Ctx, StartArgs},
     runtime::{Entity, Kind, Store},
 };
-use store_svc::kit::deadline::Deadline;
 
 /// The allocator the service binaries use, so the figures are theirs.
 #[global_allocator]

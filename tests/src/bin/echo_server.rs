@@ -13,6 +13,7 @@ use std::{net::SocketAddr, process::ExitCode};
 
 use base64::Engine;
 use clap::Parser;
+use kit::{cli, telemetry};
 use prost::Message;
 use proto::session::v1::{
     AddItemRequest, ApplyDiscountRequest, CheckoutRequest, EndSessionRequest, GetSessionRequest,
@@ -20,7 +21,6 @@ use proto::session::v1::{
     StartSessionRequest, WatchSessionRequest,
     cart_service_server::{CartService, CartServiceServer},
 };
-use store_svc::kit::{cli, telemetry};
 use tonic::{
     Request, Response, Status,
     transport::{Server, server::TcpIncoming},

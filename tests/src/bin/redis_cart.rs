@@ -36,6 +36,7 @@ use std::{
 use anyhow::Context;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use clap::Parser;
+use kit::{cli, telemetry};
 use proto::session::v1::{
     AddItemRequest, ApplyDiscountRequest, CheckoutRequest, EndSessionRequest, GetSessionRequest,
     LineItem, ListSessionEventsRequest, ListSessionEventsResponse, LogEntry, Money, Order,
@@ -50,7 +51,6 @@ use serde::{
     de::{MapAccess, SeqAccess, Visitor},
 };
 use session_svc::cart::convert::timestamp;
-use store_svc::kit::{cli, telemetry};
 use tonic::{
     Request, Response, Status,
     transport::{Server, server::TcpIncoming},

@@ -3,8 +3,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use kit::duration;
 use proto::session::v1::{ActorStatus, JobState};
-use store_svc::kit::duration;
 
 /// Printed after `--help`: the conventions a script relies on.
 const AFTER_HELP: &str = "\

@@ -3,12 +3,12 @@
 
 use std::{fmt, io::Write, path::Path, time::Duration};
 
+use kit::tls;
 use proto::session::v1::{
     admin_service_client::AdminServiceClient, cart_service_client::CartServiceClient,
     inventory_service_client::InventoryServiceClient, job_service_client::JobServiceClient,
     todo_service_client::TodoServiceClient,
 };
-use store_svc::kit::tls;
 use tonic::{
     Code, Request, Status,
     metadata::{Ascii, MetadataValue},

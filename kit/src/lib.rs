@@ -2,8 +2,8 @@
 //! `grpc-timeout`, health and reflection, signal-driven shutdown, logging and metrics, TLS,
 //! and replies sent pre-encoded.
 //!
-//! It lives in store-svc's library because store-svc is the first server; session-svc depends
-//! on it so both servers behave the same at the edges (same deadline rule, same drain order).
+//! Both servers use it, so they behave the same at the edges (same deadline rule, same drain
+//! order, same metrics and logs), and session-svc links none of store-svc's storage code.
 
 pub mod claim;
 pub mod cli;
