@@ -12,11 +12,13 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use super::{
     conn::{Connections, TrackLayer},
     deadline::DeadlineLayer,
+    error_info::ErrorInfoLayer,
     wire::PreEncodedLayer,
 };
 
 /// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
-/// any age can list and call) over the given encoded descriptor sets, listing only
+/// any age can list and call) over the given encoded descriptor sets and `google/rpc/*.proto`
+/// (so a client resolves the error details, `google.rpc.BadRequest` and the rest), listing only
 /// `service_names` and the health service: the descriptor sets describe both servers, and a
 /// client must not be shown a service this server does not run. The health reporter starts
 /// with the overall service `""` SERVING; callers add their own services' status.
@@ -28,6 +30,7 @@ pub fn base_routes(
         let builder = descriptor_sets.iter().fold(
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name("grpc.health.v1.Health"),
             |builder, set| builder.register_encoded_file_descriptor_set(set),
         );
@@ -47,6 +50,8 @@ pub fn base_routes(
 pub struct ServeOptions {
     /// The services it runs (health turns them all NOT_SERVING on drain).
     pub service_names: &'static [&'static str],
+    /// The `google.rpc.ErrorInfo` domain of this server's errors ([`ErrorInfoLayer`]).
+    pub error_domain: &'static str,
     /// Deadline of requests that carry no `grpc-timeout`.
     pub default_deadline: Duration,
     /// How long the drain may take from the shutdown signal.
@@ -110,6 +115,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
         .layer(TrackLayer)
+        .layer(ErrorInfoLayer::new(options.error_domain))
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
         .add_routes(routes)

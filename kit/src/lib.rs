@@ -11,6 +11,7 @@ pub mod conn;
 pub mod deadline;
 pub mod duration;
 pub mod echo;
+pub mod error_info;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;

@@ -11,10 +11,10 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use kit::{deadline::Deadline, echo::echo};
 use proto::session::v1::{self as pb, admin_service_server::AdminService};
 use subtle::ConstantTimeEq;
-use tonic::{Request, Response, Status, service::Interceptor};
+use tonic::{Code, Request, Response, Status, service::Interceptor};
 
 use crate::{
-    error::Error,
+    error::{self, Error, reason},
     jobs::Jobs,
     runtime::{ActorDetail, ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
     sweeper::Progress,
@@ -47,7 +47,9 @@ impl AdminAuth {
 impl Interceptor for AdminAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.token else {
-            return Err(Status::permission_denied(
+            return Err(error::status(
+                Code::PermissionDenied,
+                reason::ADMIN_API_DISABLED,
                 "the admin API is disabled: start session-svc with --admin-token",
             ));
         };
@@ -59,7 +61,9 @@ impl Interceptor for AdminAuth {
         if presented.is_some_and(|p| token_matches(p.as_bytes(), expected.as_bytes())) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated(
+            Err(error::status(
+                Code::Unauthenticated,
+                reason::ADMIN_TOKEN_REQUIRED,
                 "send the header `authorization: Bearer <admin token>`",
             ))
         }
@@ -267,11 +271,14 @@ impl AdminService for AdminApi {
         self.check_actor(&r.kind, &r.key)?;
         match self.actors.describe(&r.kind, &r.key, deadline).await {
             Some(detail) => Ok(Response::new(wire_detail(&detail, SystemTime::now()))),
-            None => Err(Error::NotFound(format!(
-                "no actor {}/{}: neither live nor quarantined (passivated, or never started)",
-                echo(&r.kind),
-                echo(&r.key)
-            ))
+            None => Err(Error::NotFound(
+                reason::ACTOR_NOT_FOUND,
+                format!(
+                    "no actor {}/{}: neither live nor quarantined (passivated, or never started)",
+                    echo(&r.kind),
+                    echo(&r.key)
+                ),
+            )
             .into()),
         }
     }
@@ -286,12 +293,15 @@ impl AdminService for AdminApi {
             tracing::warn!(kind = %echo(&r.kind), key = %echo(&r.key), "actor killed by admin");
             Ok(Response::new(pb::KillActorResponse {}))
         } else {
-            Err(Error::NotFound(format!(
-                "{}/{} is not live (passivated, or never started), so there is no actor to \
+            Err(Error::NotFound(
+                reason::ACTOR_NOT_FOUND,
+                format!(
+                    "{}/{} is not live (passivated, or never started), so there is no actor to \
                  kill; its next request activates it",
-                echo(&r.kind),
-                echo(&r.key)
-            ))
+                    echo(&r.kind),
+                    echo(&r.key)
+                ),
+            )
             .into())
         }
     }

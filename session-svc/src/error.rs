@@ -10,6 +10,92 @@ use kit::echo::{bounded, echo};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// `google.rpc.ErrorInfo.domain` of session-svc's errors.
+pub const ERROR_DOMAIN: &str = "session.v1";
+
+/// The stable `google.rpc.ErrorInfo.reason` strings session-svc sends: clients switch on them,
+/// so they never change meaning (new ones may be added).
+pub mod reason {
+    /// INVALID_ARGUMENT: a request field is malformed (BadRequest names it).
+    pub const INVALID_FIELD: &str = "INVALID_FIELD";
+    /// NOT_FOUND: no shopping session with this key.
+    pub const SESSION_NOT_FOUND: &str = "SESSION_NOT_FOUND";
+    /// NOT_FOUND: no to-do list with this name.
+    pub const LIST_NOT_FOUND: &str = "LIST_NOT_FOUND";
+    /// NOT_FOUND: no entry with this id in the list.
+    pub const ENTRY_NOT_FOUND: &str = "ENTRY_NOT_FOUND";
+    /// NOT_FOUND: the sku has no stock set.
+    pub const SKU_NOT_FOUND: &str = "SKU_NOT_FOUND";
+    /// NOT_FOUND: the sku to remove is not in the cart.
+    pub const ITEM_NOT_IN_CART: &str = "ITEM_NOT_IN_CART";
+    /// NOT_FOUND: no such job.
+    pub const JOB_NOT_FOUND: &str = "JOB_NOT_FOUND";
+    /// NOT_FOUND: no such live actor.
+    pub const ACTOR_NOT_FOUND: &str = "ACTOR_NOT_FOUND";
+    /// NOT_FOUND of a kind with no more precise reason.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    /// FAILED_PRECONDITION: the cart is checked out.
+    pub const CART_CHECKED_OUT: &str = "CART_CHECKED_OUT";
+    /// FAILED_PRECONDITION: the cart was ended.
+    pub const CART_ENDED: &str = "CART_ENDED";
+    /// FAILED_PRECONDITION: the cart expired (idle past its TTL).
+    pub const CART_EXPIRED: &str = "CART_EXPIRED";
+    /// FAILED_PRECONDITION: checkout of an empty cart.
+    pub const CART_EMPTY: &str = "CART_EMPTY";
+    /// FAILED_PRECONDITION: the cart has as many lines as it may.
+    pub const CART_FULL: &str = "CART_FULL";
+    /// FAILED_PRECONDITION: the cart carries as many discount codes as it may.
+    pub const TOO_MANY_DISCOUNTS: &str = "TOO_MANY_DISCOUNTS";
+    /// FAILED_PRECONDITION: the list has as many entries as it may.
+    pub const LIST_FULL: &str = "LIST_FULL";
+    /// FAILED_PRECONDITION: the list has handed out every entry id.
+    pub const LIST_IDS_EXHAUSTED: &str = "LIST_IDS_EXHAUSTED";
+    /// FAILED_PRECONDITION: not enough stock available.
+    pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
+    /// FAILED_PRECONDITION: on hand cannot go below what carts reserved.
+    pub const STOCK_RESERVED: &str = "STOCK_RESERVED";
+    /// FAILED_PRECONDITION: on hand would pass the per-sku limit.
+    pub const STOCK_LIMIT: &str = "STOCK_LIMIT";
+    /// FAILED_PRECONDITION: the change would make the stored record too large.
+    pub const RECORD_TOO_LARGE: &str = "RECORD_TOO_LARGE";
+    /// FAILED_PRECONDITION: the job already ended.
+    pub const JOB_ENDED: &str = "JOB_ENDED";
+    /// ABORTED: another writer changed the state first.
+    pub const VERSION_CONFLICT: &str = "VERSION_CONFLICT";
+    /// RESOURCE_EXHAUSTED: the actor's mailbox is full.
+    pub const MAILBOX_FULL: &str = "MAILBOX_FULL";
+    /// RESOURCE_EXHAUSTED: the live-actor cap is reached and none is idle.
+    pub const ACTOR_LIMIT: &str = "ACTOR_LIMIT";
+    /// RESOURCE_EXHAUSTED: a watch-stream cap is reached.
+    pub const WATCHER_LIMIT: &str = "WATCHER_LIMIT";
+    /// RESOURCE_EXHAUSTED: a limit on jobs is reached.
+    pub const JOB_LIMIT: &str = "JOB_LIMIT";
+    /// DEADLINE_EXCEEDED: the deadline passed; the change was not applied.
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+    /// UNAVAILABLE: store-svc cannot be reached or is overloaded.
+    pub const STORE_UNAVAILABLE: &str = "STORE_UNAVAILABLE";
+    /// UNAVAILABLE: the key crashed repeatedly and is resting.
+    pub const ACTOR_QUARANTINED: &str = "ACTOR_QUARANTINED";
+    /// UNAVAILABLE: session-svc is draining for shutdown.
+    pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+    /// UNAVAILABLE: the watched actor stopped (idle, evicted, quarantined); watch again.
+    pub const ACTOR_STOPPED: &str = "ACTOR_STOPPED";
+    /// UNAVAILABLE: a watch stream reached its longest lifetime; watch again.
+    pub const WATCH_EXPIRED: &str = "WATCH_EXPIRED";
+    /// CANCELLED: the client's request stream broke.
+    pub const CANCELLED: &str = "CANCELLED";
+    /// UNAUTHENTICATED: an admin call without the right bearer token.
+    pub const ADMIN_TOKEN_REQUIRED: &str = "ADMIN_TOKEN_REQUIRED";
+    /// PERMISSION_DENIED: the admin API is off (no --admin-token).
+    pub const ADMIN_API_DISABLED: &str = "ADMIN_API_DISABLED";
+    /// INTERNAL: the actor panicked on this message (a bug).
+    pub const ACTOR_CRASHED: &str = "ACTOR_CRASHED";
+    /// INTERNAL: stored state could not be decoded.
+    pub const STATE_CORRUPT: &str = "STATE_CORRUPT";
+    /// INTERNAL: the store refused session-svc's request as invalid.
+    pub const STORE_REFUSED: &str = "STORE_REFUSED";
+}
+
 /// Everything a session-svc request can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -21,12 +107,13 @@ pub enum Error {
         /// What is wrong and what would be accepted.
         description: String,
     },
-    /// No such session, list, entry or actor.
-    #[error("{0}")]
-    NotFound(String),
-    /// Not allowed in the current state (e.g. adding to a checked-out cart).
-    #[error("{0}")]
-    FailedPrecondition(String),
+    /// No such session, list, entry or actor: a [`reason`] and the message.
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    /// Not allowed in the current state (e.g. adding to a checked-out cart): a [`reason`] and
+    /// the message.
+    #[error("{1}")]
+    FailedPrecondition(&'static str, String),
     /// Another writer changed the state first; the actor reloaded it. Retry.
     #[error("{0}")]
     Aborted(String),
@@ -129,7 +216,7 @@ impl Error {
         match status.code() {
             Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded(message),
             Code::Aborted => Self::Aborted(message),
-            Code::NotFound => Self::NotFound(message),
+            Code::NotFound => Self::NotFound(reason::NOT_FOUND, message),
             Code::Unavailable | Code::ResourceExhausted | Code::Unknown => {
                 Self::StoreUnavailable(message)
             }
@@ -139,41 +226,92 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The stable `google.rpc.ErrorInfo.reason` of this error (see [`reason`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => reason::INVALID_FIELD,
+            Self::NotFound(reason, _) | Self::FailedPrecondition(reason, _) => reason,
+            Self::Aborted(_) => reason::VERSION_CONFLICT,
+            Self::MailboxFull { .. } => reason::MAILBOX_FULL,
+            Self::ActorLimit { .. } => reason::ACTOR_LIMIT,
+            Self::WatcherLimit { .. } => reason::WATCHER_LIMIT,
+            Self::Busy { .. } => reason::JOB_LIMIT,
+            Self::DeadlineExceeded(_) => reason::DEADLINE_EXCEEDED,
+            Self::StoreUnavailable(_) => reason::STORE_UNAVAILABLE,
+            Self::Quarantined { .. } => reason::ACTOR_QUARANTINED,
+            Self::Cancelled(_) => reason::CANCELLED,
+            Self::ShuttingDown => reason::SHUTTING_DOWN,
+            Self::ActorCrashed { .. } => reason::ACTOR_CRASHED,
+            Self::Corrupt(_) => reason::STATE_CORRUPT,
+            Self::StoreRefused(_) => reason::STORE_REFUSED,
+        }
+    }
+
+    /// The gRPC code of this error (DESIGN's error contract, in the README's table).
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument { .. } => Code::InvalidArgument,
+            Self::NotFound(..) => Code::NotFound,
+            Self::FailedPrecondition(..) => Code::FailedPrecondition,
+            Self::Aborted(_) => Code::Aborted,
+            Self::MailboxFull { .. }
+            | Self::ActorLimit { .. }
+            | Self::WatcherLimit { .. }
+            | Self::Busy { .. } => Code::ResourceExhausted,
+            Self::Cancelled(_) => Code::Cancelled,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::StoreUnavailable(_) | Self::ShuttingDown | Self::Quarantined { .. } => {
+                Code::Unavailable
+            }
+            Self::ActorCrashed { .. } | Self::Corrupt(_) | Self::StoreRefused(_) => Code::Internal,
+        }
+    }
+}
+
+/// A status outside [`Error`]'s cases (a stream's end, the admin check) with its ErrorInfo.
+pub fn status(code: Code, reason: &'static str, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code,
+        bounded(message.into()),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new()),
+    )
+}
+
 impl From<Error> for Status {
+    /// Every status carries `google.rpc.ErrorInfo` (reason and domain); INVALID_ARGUMENT adds
+    /// BadRequest naming the field, and the back-off answers add RetryInfo.
     fn from(error: Error) -> Self {
         // Every message is bounded, even one built by mistake from unbounded client input.
         let message = bounded(error.to_string());
-        let retry = |code, retry_after: &Duration| {
-            Status::with_error_details(
-                code,
-                message.clone(),
-                ErrorDetails::with_retry_info(Some(*retry_after)),
-            )
+        let mut details = ErrorDetails::new();
+        let metadata: std::collections::HashMap<String, String> = match &error {
+            Error::MailboxFull { kind, .. } | Error::Quarantined { kind, .. } => {
+                [("kind".to_string(), kind.to_string())].into()
+            }
+            Error::InvalidArgument { field, .. } => {
+                [("field".to_string(), bounded(field.clone()))].into()
+            }
+            _ => Default::default(),
         };
+        details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
         match &error {
-            Error::InvalidArgument { field, description } => Status::with_error_details(
-                Code::InvalidArgument,
-                message.clone(),
-                ErrorDetails::with_bad_request_violation(
+            Error::InvalidArgument { field, description } => {
+                details.add_bad_request_violation(
                     bounded(field.clone()),
                     bounded(description.clone()),
-                ),
-            ),
-            Error::NotFound(_) => Status::not_found(message),
-            Error::FailedPrecondition(_) => Status::failed_precondition(message),
-            Error::Aborted(_) => Status::aborted(message),
+                );
+            }
             Error::MailboxFull { retry_after, .. }
             | Error::ActorLimit { retry_after, .. }
             | Error::WatcherLimit { retry_after, .. }
-            | Error::Busy { retry_after, .. } => retry(Code::ResourceExhausted, retry_after),
-            Error::Cancelled(_) => Status::cancelled(message),
-            Error::DeadlineExceeded(_) => Status::deadline_exceeded(message),
-            Error::StoreUnavailable(_) | Error::ShuttingDown => Status::unavailable(message),
-            Error::Quarantined { retry_after, .. } => retry(Code::Unavailable, retry_after),
-            Error::ActorCrashed { .. } | Error::Corrupt(_) | Error::StoreRefused(_) => {
-                Status::internal(message)
+            | Error::Busy { retry_after, .. }
+            | Error::Quarantined { retry_after, .. } => {
+                details.set_retry_info(Some(*retry_after));
             }
+            _ => {}
         }
+        Status::with_error_details(error.code(), message, details)
     }
 }
 
@@ -186,9 +324,12 @@ mod tests {
         let wait = Duration::from_millis(100);
         let cases = [
             (Error::invalid("key", "empty"), Code::InvalidArgument),
-            (Error::NotFound("no session".into()), Code::NotFound),
             (
-                Error::FailedPrecondition("checked out".into()),
+                Error::NotFound(reason::SESSION_NOT_FOUND, "no session".into()),
+                Code::NotFound,
+            ),
+            (
+                Error::FailedPrecondition(reason::CART_CHECKED_OUT, "checked out".into()),
                 Code::FailedPrecondition,
             ),
             (Error::Aborted("conflict".into()), Code::Aborted),
@@ -231,8 +372,45 @@ mod tests {
             ),
         ];
         for (error, code) in cases {
-            assert_eq!(Status::from(error.clone()).code(), code, "{error}");
+            let status = Status::from(error.clone());
+            assert_eq!(status.code(), code, "{error}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(info.reason, error.reason());
         }
+    }
+
+    #[test]
+    fn domain_errors_carry_their_precise_reason() {
+        use crate::domain::{CartError, CartStatus, TodoError};
+        let reason_of = |error: Error| {
+            Status::from(error)
+                .get_details_error_info()
+                .expect("ErrorInfo")
+                .reason
+        };
+        assert_eq!(
+            reason_of(CartError::NotActive(CartStatus::CheckedOut).into()),
+            "CART_CHECKED_OUT"
+        );
+        assert_eq!(reason_of(CartError::EmptyCart.into()), "CART_EMPTY");
+        assert_eq!(
+            reason_of(CartError::SkuNotInCart { sku: "mug".into() }.into()),
+            "ITEM_NOT_IN_CART"
+        );
+        assert_eq!(
+            reason_of(TodoError::EntryNotFound { id: 7 }.into()),
+            "ENTRY_NOT_FOUND"
+        );
+        let invalid = Status::from(Error::from(CartError::QuantityTooSmall));
+        assert_eq!(
+            invalid.get_details_error_info().unwrap().reason,
+            "INVALID_FIELD"
+        );
+        assert_eq!(
+            invalid.get_details_bad_request().unwrap().field_violations[0].field,
+            "quantity"
+        );
     }
 
     #[test]
@@ -261,7 +439,10 @@ mod tests {
 
     #[test]
     fn a_message_built_from_unbounded_input_is_still_cut() {
-        let status = Status::from(Error::NotFound(format!("no actor {}", "k".repeat(1 << 20))));
+        let status = Status::from(Error::NotFound(
+            reason::ACTOR_NOT_FOUND,
+            format!("no actor {}", "k".repeat(1 << 20)),
+        ));
         assert!(
             status.message().len() < 2048,
             "{} bytes",

@@ -193,6 +193,7 @@ impl SessionServer {
         };
         let options = kit::grpc::ServeOptions {
             service_names: &SERVICE_NAMES,
+            error_domain: crate::error::ERROR_DOMAIN,
             default_deadline: deadline,
             grace: config.grace_period,
             tls,

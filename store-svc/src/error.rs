@@ -77,41 +77,56 @@ pub const ERROR_DOMAIN: &str = "store.v1";
 pub const QUEUE_FULL_RETRY: Duration = Duration::from_millis(50);
 
 impl From<Error> for Status {
+    /// Every status carries `google.rpc.ErrorInfo` (reason and [`ERROR_DOMAIN`]); a malformed
+    /// field adds BadRequest, a version conflict names the write and the current version in the
+    /// ErrorInfo's metadata, and a full queue adds RetryInfo.
     fn from(error: Error) -> Self {
         let code = error.code();
         let message = bounded(error.to_string());
+        let mut details = ErrorDetails::new();
+        let metadata: HashMap<String, String> = match &error {
+            Error::VersionConflict { index, current, .. } => HashMap::from([
+                ("index".to_string(), index.to_string()),
+                ("current_version".to_string(), current.to_string()),
+            ]),
+            Error::InvalidArgument { field, .. } => {
+                HashMap::from([("field".to_string(), bounded(field.to_string()))])
+            }
+            _ => HashMap::new(),
+        };
+        details.set_error_info(error.reason(), ERROR_DOMAIN, metadata);
         match &error {
-            Error::InvalidArgument { field, description } => Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_bad_request_violation(
+            Error::InvalidArgument { field, description } => {
+                details.add_bad_request_violation(
                     bounded(field.to_string()),
                     bounded(description.clone()),
-                ),
-            ),
-            Error::VersionConflict { index, current, .. } => Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_error_info(
-                    VERSION_CONFLICT,
-                    ERROR_DOMAIN,
-                    HashMap::from([
-                        ("index".to_string(), index.to_string()),
-                        ("current_version".to_string(), current.to_string()),
-                    ]),
-                ),
-            ),
-            Error::QueueFull { retry_after, .. } => Status::with_error_details(
-                code,
-                message,
-                ErrorDetails::with_retry_info(Some(*retry_after)),
-            ),
-            _ => Status::new(code, message),
+                );
+            }
+            Error::QueueFull { retry_after, .. } => {
+                details.set_retry_info(Some(*retry_after));
+            }
+            _ => {}
         }
+        Status::with_error_details(code, message, details)
     }
 }
 
 impl Error {
+    /// The stable `google.rpc.ErrorInfo.reason` of this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "INVALID_FIELD",
+            Self::NotFound { .. } => "KEY_NOT_FOUND",
+            Self::VersionConflict { .. } => VERSION_CONFLICT,
+            Self::QueueFull { .. } => "QUEUE_FULL",
+            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::Storage(sled::Error::Io(_)) => "STORAGE_IO",
+            Self::Storage(sled::Error::Corruption { .. }) => "STORAGE_CORRUPT",
+            Self::Storage(_) => "STORAGE_FAILURE",
+        }
+    }
+
     /// The gRPC code of this error: the only mapping, used both for a call's [`Status`] and for
     /// a BatchWrite result's code.
     pub fn code(&self) -> Code {

@@ -156,6 +156,7 @@ impl StoreServer {
         let grace = config.grace_period;
         let options = kit::grpc::ServeOptions {
             service_names: &[SERVICE_NAME],
+            error_domain: error::ERROR_DOMAIN,
             default_deadline: config.default_deadline,
             grace,
             tls,

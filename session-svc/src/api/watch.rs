@@ -16,7 +16,10 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::runtime::Subscription;
+use crate::{
+    error::{self, reason},
+    runtime::Subscription,
+};
 
 /// Messages buffered per stream between the forwarder and the HTTP/2 writer.
 const STREAM_BUFFER: usize = 4;
@@ -64,15 +67,21 @@ pub fn stream<T: Clone + Send + Sync + 'static>(
                 Next::Item(item) => item,
                 Next::End => return,
                 Next::Drained => {
-                    let _ = tx.send(Err(unavailable(DRAINED))).await;
+                    let _ = tx
+                        .send(Err(unavailable(reason::SHUTTING_DOWN, DRAINED)))
+                        .await;
                     return;
                 }
                 Next::Stopped => {
-                    let _ = tx.send(Err(unavailable(STOPPED))).await;
+                    let _ = tx
+                        .send(Err(unavailable(reason::ACTOR_STOPPED, STOPPED)))
+                        .await;
                     return;
                 }
                 Next::Expired => {
-                    let _ = tx.send(Err(unavailable(EXPIRED))).await;
+                    let _ = tx
+                        .send(Err(unavailable(reason::WATCH_EXPIRED, EXPIRED)))
+                        .await;
                     return;
                 }
             };
@@ -92,8 +101,8 @@ const STOPPED: &str = "the watched actor stopped (idle, evicted at the actor lim
 const EXPIRED: &str = "this watch stream reached its maximum lifetime \
      (--watch-max-lifetime); watch again to re-subscribe";
 
-fn unavailable(message: &str) -> Status {
-    Status::unavailable(message)
+fn unavailable(reason: &'static str, message: &str) -> Status {
+    error::status(tonic::Code::Unavailable, reason, message)
 }
 
 /// What the forwarder does next.

@@ -9,28 +9,58 @@ use crate::{
         Cart, CartError, CartStatus, Currency, Discount, DiscountKind, ErrorKind, LineItem,
         LogEntry, Money, Order, TodoError,
     },
-    error::Error,
+    error::{Error, reason},
 };
 
 /// A domain error as the error contract wants it: INVALID_ARGUMENT naming the field,
-/// FAILED_PRECONDITION or NOT_FOUND.
-pub fn domain_error(kind: ErrorKind, field: Option<&'static str>, message: String) -> Error {
+/// FAILED_PRECONDITION or NOT_FOUND with its stable `reason`.
+pub fn domain_error(
+    kind: ErrorKind,
+    reason: &'static str,
+    field: Option<&'static str>,
+    message: String,
+) -> Error {
     match kind {
         ErrorKind::InvalidArgument => Error::invalid(field.unwrap_or("request"), message),
-        ErrorKind::FailedPrecondition => Error::FailedPrecondition(message),
-        ErrorKind::NotFound => Error::NotFound(message),
+        ErrorKind::FailedPrecondition => Error::FailedPrecondition(reason, message),
+        ErrorKind::NotFound => Error::NotFound(reason, message),
+    }
+}
+
+/// The `google.rpc.ErrorInfo` reason of a cart error.
+fn cart_reason(error: &CartError) -> &'static str {
+    match error {
+        CartError::TooManyLines => reason::CART_FULL,
+        CartError::TooManyDiscounts => reason::TOO_MANY_DISCOUNTS,
+        CartError::EmptyCart => reason::CART_EMPTY,
+        CartError::NotActive(CartStatus::CheckedOut) => reason::CART_CHECKED_OUT,
+        CartError::NotActive(CartStatus::Expired) => reason::CART_EXPIRED,
+        CartError::NotActive(_) => reason::CART_ENDED,
+        CartError::SkuNotInCart { .. } => reason::ITEM_NOT_IN_CART,
+        _ => reason::INVALID_FIELD,
     }
 }
 
 impl From<CartError> for Error {
     fn from(error: CartError) -> Self {
-        domain_error(error.kind(), error.field(), error.to_string())
+        domain_error(
+            error.kind(),
+            cart_reason(&error),
+            error.field(),
+            error.to_string(),
+        )
     }
 }
 
 impl From<TodoError> for Error {
     fn from(error: TodoError) -> Self {
-        domain_error(error.kind(), error.field(), error.to_string())
+        let reason = match &error {
+            TodoError::EntryNotFound { .. } => reason::ENTRY_NOT_FOUND,
+            TodoError::ListFull => reason::LIST_FULL,
+            TodoError::IdsExhausted => reason::LIST_IDS_EXHAUSTED,
+            TodoError::Text(_) | TodoError::Date(_) => reason::INVALID_FIELD,
+        };
+        domain_error(error.kind(), reason, error.field(), error.to_string())
     }
 }
 

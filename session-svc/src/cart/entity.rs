@@ -8,7 +8,7 @@ use proto::session::v1 as pb;
 use super::convert;
 use crate::{
     domain::{Cart, CartStatus, Catalog, Ctx as DomainCtx, Money, StartArgs},
-    error::Error,
+    error::{Error, reason},
     inventory::{Held, Reserve, Settle, SkuEntity},
     runtime::{
         After, Ctx, Effect, Entity, Env, Kind, RecordWrite, Replay, Request, RequestId, Step,
@@ -757,10 +757,13 @@ impl Entity for CartEntity {
     }
 
     fn missing(&self, key: &str) -> Error {
-        Error::NotFound(format!(
-            "no shopping session with key {}; start one with StartSession",
-            echo(key)
-        ))
+        Error::NotFound(
+            reason::SESSION_NOT_FOUND,
+            format!(
+                "no shopping session with key {}; start one with StartSession",
+                echo(key)
+            ),
+        )
     }
 }
 

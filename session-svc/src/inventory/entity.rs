@@ -11,7 +11,7 @@ use prost::Message;
 use proto::session::v1 as pb;
 
 use crate::{
-    error::Error,
+    error::{Error, reason},
     runtime::{
         Child, Children, Ctx, Entity, RecordWrite, Replay, Request, RequestId, Step, escape_key,
     },
@@ -196,10 +196,13 @@ impl Entity for SkuEntity {
     }
 
     fn missing(&self, key: &str) -> Error {
-        Error::NotFound(format!(
-            "sku {} has no stock set; SetStock first (a sku without stock is untracked)",
-            kit::echo::echo(key)
-        ))
+        Error::NotFound(
+            reason::SKU_NOT_FOUND,
+            format!(
+                "sku {} has no stock set; SetStock first (a sku without stock is untracked)",
+                kit::echo::echo(key)
+            ),
+        )
     }
 }
 
@@ -231,11 +234,14 @@ impl Request<SkuEntity> for SetStock {
     ) -> Result<Step<pb::Stock>, Error> {
         let stock = state.get_or_insert_with(|| Stock::empty(key));
         if self.on_hand < stock.reserved {
-            return Err(Error::FailedPrecondition(format!(
-                "{} units of this sku are reserved by carts; on hand cannot be set below that \
+            return Err(Error::FailedPrecondition(
+                reason::STOCK_RESERVED,
+                format!(
+                    "{} units of this sku are reserved by carts; on hand cannot be set below that \
                  (asked for {})",
-                stock.reserved, self.on_hand
-            )));
+                    stock.reserved, self.on_hand
+                ),
+            ));
         }
         if stock.on_hand == self.on_hand && ctx.version > 0 {
             return Ok(Step::Read(stock.wire(ctx.version)));
@@ -298,19 +304,25 @@ impl Request<SkuEntity> for AdjustStock {
         let stock = state.as_mut().ok_or_else(|| entity.missing(key))?;
         let on_hand = stock.on_hand + self.delta;
         if on_hand < stock.reserved {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot remove {} units: {} are available ({} on hand, {} reserved)",
-                -self.delta,
-                stock.available(),
-                stock.on_hand,
-                stock.reserved
-            )));
+            return Err(Error::FailedPrecondition(
+                reason::OUT_OF_STOCK,
+                format!(
+                    "cannot remove {} units: {} are available ({} on hand, {} reserved)",
+                    -self.delta,
+                    stock.available(),
+                    stock.on_hand,
+                    stock.reserved
+                ),
+            ));
         }
         if on_hand > MAX_UNITS {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot add {} units: on hand would pass the limit of {MAX_UNITS}",
-                self.delta
-            )));
+            return Err(Error::FailedPrecondition(
+                reason::STOCK_LIMIT,
+                format!(
+                    "cannot add {} units: on hand would pass the limit of {MAX_UNITS}",
+                    self.delta
+                ),
+            ));
         }
         stock.on_hand = on_hand;
         Ok(Step::write(written(stock, ctx)))
@@ -381,11 +393,14 @@ impl Request<SkuEntity> for Reserve {
         }
         let more = self.quantity - old;
         if more > stock.available() {
-            return Err(Error::FailedPrecondition(format!(
-                "not enough stock of sku {}: {} available, {more} more asked for",
-                kit::echo::echo(key),
-                stock.available().max(0),
-            )));
+            return Err(Error::FailedPrecondition(
+                reason::OUT_OF_STOCK,
+                format!(
+                    "not enough stock of sku {}: {} available, {more} more asked for",
+                    kit::echo::echo(key),
+                    stock.available().max(0),
+                ),
+            ));
         }
         let record = stock.set_hold(&self.cart, self.quantity, ctx.now_ms);
         Ok(hold_written(record))
@@ -462,7 +477,7 @@ mod tests {
         assert_eq!(reply(down).on_hand, 0);
         let refused = adjust(-1).handle(&SkuEntity, "A", &mut state, ctx(2));
         assert!(
-            matches!(refused, Err(Error::FailedPrecondition(m)) if m.contains("0 are available"))
+            matches!(refused, Err(Error::FailedPrecondition(_, m)) if m.contains("0 are available"))
         );
         assert_eq!(
             state.as_ref().unwrap().on_hand,
@@ -470,7 +485,7 @@ mod tests {
             "a refused adjustment changes nothing"
         );
         let too_many = adjust(MAX_UNITS + 1).handle(&SkuEntity, "A", &mut state, ctx(2));
-        assert!(matches!(too_many, Err(Error::FailedPrecondition(_))));
+        assert!(matches!(too_many, Err(Error::FailedPrecondition(..))));
     }
 
     #[test]
@@ -483,7 +498,7 @@ mod tests {
         let again = SetStock { on_hand: 5 }.handle(&SkuEntity, "A", &mut state, ctx(4));
         assert!(matches!(again, Ok(Step::Read(_))));
         let below = SetStock { on_hand: 1 }.handle(&SkuEntity, "A", &mut state, ctx(4));
-        assert!(matches!(below, Err(Error::FailedPrecondition(m)) if m.contains("2 units")));
+        assert!(matches!(below, Err(Error::FailedPrecondition(_, m)) if m.contains("2 units")));
         let stock = SkuEntity.decode_state(&SkuEntity.encode_state(state.as_ref().unwrap()));
         assert_eq!(stock.unwrap().available(), 3);
     }
@@ -492,13 +507,13 @@ mod tests {
     fn stock_of_an_unknown_sku_is_not_found() {
         let mut state = None;
         let got = GetStock.handle(&SkuEntity, "nope", &mut state, ctx(0));
-        assert!(matches!(got, Err(Error::NotFound(m)) if m.contains("SetStock first")));
+        assert!(matches!(got, Err(Error::NotFound(_, m)) if m.contains("SetStock first")));
         let adjusted = AdjustStock {
             delta: 1,
             request_id: None,
         }
         .handle(&SkuEntity, "nope", &mut state, ctx(0));
-        assert!(matches!(adjusted, Err(Error::NotFound(_))));
+        assert!(matches!(adjusted, Err(Error::NotFound(..))));
         assert!(state.is_none());
     }
 
@@ -528,7 +543,7 @@ mod tests {
         // 6 are left: c2 may hold 6, not 7, and the refusal says how many are available.
         let refused = reserve("c2", 7).handle(&SkuEntity, "A", &mut state, ctx(2));
         assert!(
-            matches!(&refused, Err(Error::FailedPrecondition(m)) if m.contains("6 available")),
+            matches!(&refused, Err(Error::FailedPrecondition(_, m)) if m.contains("6 available")),
             "{refused:?}"
         );
         assert!(

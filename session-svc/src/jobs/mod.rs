@@ -35,7 +35,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::{
     cart::convert::timestamp,
-    error::Error,
+    error::{Error, reason},
     runtime::{Kind, Store, store::mutation},
     todo::TodoEntity,
 };
@@ -285,10 +285,13 @@ impl Jobs {
         validate_id(id)?;
         let Some(live) = self.live(id) else {
             let job = self.get(id, deadline).await?;
-            return Err(Error::FailedPrecondition(format!(
-                "job {id} already ended ({}); only an unfinished job can be cancelled",
-                state_word(job.state())
-            )));
+            return Err(Error::FailedPrecondition(
+                reason::JOB_ENDED,
+                format!(
+                    "job {id} already ended ({}); only an unfinished job can be cancelled",
+                    state_word(job.state())
+                ),
+            ));
         };
         let mut progress = live.progress.subscribe();
         live.cancel.send_replace(true);
@@ -613,9 +616,12 @@ pub async fn until(flag: &mut watch::Receiver<bool>) {
 
 /// NOT_FOUND for job `id`.
 fn not_found(id: &str) -> Error {
-    Error::NotFound(format!(
-        "no job {id} (finished jobs are kept for --job-retention; ListJobs shows the others)"
-    ))
+    Error::NotFound(
+        reason::JOB_NOT_FOUND,
+        format!(
+            "no job {id} (finished jobs are kept for --job-retention; ListJobs shows the others)"
+        ),
+    )
 }
 
 /// A state as a word for messages.

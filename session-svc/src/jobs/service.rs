@@ -6,10 +6,10 @@ use kit::deadline::Deadline;
 use proto::session::v1::{self as pb, JobState, job_service_server::JobService};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{Jobs, is_final};
-use crate::error::Error;
+use crate::error::{self, Error, reason};
 
 /// Longest a WatchJob stream lasts; the client then watches again.
 const WATCH_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
@@ -120,7 +120,7 @@ impl JobService for JobApi {
                         // The job left memory: its last state was published before.
                         let job = progress.borrow().clone();
                         if !is_final(job.state()) {
-                            let _ = tx.send(Err(Status::unavailable(
+                            let _ = tx.send(Err(error::status(Code::Unavailable, reason::SHUTTING_DOWN,
                                 "the job stopped on this server (it is shutting down); it resumes at the next start: watch again",
                             ))).await;
                         }
@@ -128,13 +128,13 @@ impl JobService for JobApi {
                     },
                     _ = tx.closed() => return,
                     _ = super::until(&mut draining) => {
-                        let _ = tx.send(Err(Status::unavailable(
+                        let _ = tx.send(Err(error::status(Code::Unavailable, reason::SHUTTING_DOWN,
                             "session-svc is shutting down; the job resumes at its next start: watch again",
                         ))).await;
                         return;
                     }
                     _ = tokio::time::sleep_until(end) => {
-                        let _ = tx.send(Err(Status::unavailable(
+                        let _ = tx.send(Err(error::status(Code::Unavailable, reason::WATCH_EXPIRED,
                             "watch stream reached its longest lifetime; watch again",
                         ))).await;
                         return;

@@ -31,7 +31,7 @@ use super::{
     registry::Described,
     store::mutation,
 };
-use crate::error::Error;
+use crate::error::{Error, reason};
 
 /// How many changes a slow watcher may fall behind before it skips to the newest.
 const WATCH_BUFFER: usize = 16;
@@ -71,12 +71,15 @@ async fn persist<E: Entity, R: Request<E>>(
             let reply = R::keep_written(reply, written.clone());
             let record = encode_record(&written, &loaded.recent, loaded.reminder_ms);
             if record.len() > MAX_RECORD_BYTES {
-                return Err(Error::FailedPrecondition(format!(
-                    "this change would make the stored {} record {} bytes, over the \
+                return Err(Error::FailedPrecondition(
+                    reason::RECORD_TOO_LARGE,
+                    format!(
+                        "this change would make the stored {} record {} bytes, over the \
                      {MAX_RECORD_BYTES}-byte record limit; nothing was changed",
-                    E::KIND,
-                    record.len()
-                )));
+                        E::KIND,
+                        record.len()
+                    ),
+                ));
             }
             mutations.push(mutation(
                 E::KIND.to_string(),
@@ -818,7 +821,7 @@ mod tests {
             false
         }
         fn missing(&self, _: &str) -> Error {
-            Error::NotFound("none".into())
+            Error::NotFound(reason::NOT_FOUND, "none".into())
         }
         fn reminder_due(&self, state: &i64) -> Option<i64> {
             (*state > 0).then_some(*state)

@@ -1077,7 +1077,7 @@ mod reminder_tests {
             false
         }
         fn missing(&self, key: &str) -> Error {
-            Error::NotFound(key.into())
+            Error::NotFound(crate::error::reason::NOT_FOUND, key.into())
         }
     }
 

@@ -12,7 +12,7 @@ use std::{
 use kit::deadline::Deadline;
 
 use super::*;
-use crate::error::Error;
+use crate::error::{Error, reason};
 
 /// A counter per key. `Add` changes it, `Get` reads it, `Boom` panics in the handler.
 struct Counter {
@@ -60,7 +60,7 @@ impl Entity for Counter {
         *snapshot >= 1000
     }
     fn missing(&self, key: &str) -> Error {
-        Error::NotFound(format!("no counter {key}"))
+        Error::NotFound(reason::NOT_FOUND, format!("no counter {key}"))
     }
 }
 
@@ -342,7 +342,7 @@ async fn watchers_see_the_current_state_then_every_change_in_order() {
     }
     assert!(matches!(
         f.kind.watch("nobody", soon()).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound(..))
     ));
 }
 
@@ -661,7 +661,10 @@ impl Request<Counter> for Prepared {
         Some(Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
             if self.fail {
-                return Err(Error::FailedPrecondition("not enough".into()));
+                return Err(Error::FailedPrecondition(
+                    reason::OUT_OF_STOCK,
+                    "not enough".into(),
+                ));
             }
             self.found = Some(env.state.copied().unwrap_or(0) * 2);
             Ok(())
@@ -732,7 +735,7 @@ async fn prepare_runs_before_the_handler_and_after_follows_the_commit() {
         store: f.store.clone(),
     };
     let refused = f.kind.call("k", request(true), soon()).await;
-    assert!(matches!(refused, Err(Error::FailedPrecondition(_))));
+    assert!(matches!(refused, Err(Error::FailedPrecondition(..))));
     assert_eq!(
         f.kind.call("k", Get, soon()).await.unwrap(),
         3,

@@ -9,7 +9,7 @@ use proto::session::v1 as pb;
 
 use crate::{
     domain::{Date, Entry, TodoList},
-    error::Error,
+    error::{Error, reason},
     runtime::{
         Child, Children, Ctx, Effect, Entity, Env, RecordWrite, Replay, Request, RequestId, Step,
         escape_key, store::mutation,
@@ -336,10 +336,10 @@ impl Entity for TodoEntity {
     }
 
     fn missing(&self, key: &str) -> Error {
-        Error::NotFound(format!(
-            "no to-do list named {}; AddEntry creates it",
-            echo(key)
-        ))
+        Error::NotFound(
+            reason::LIST_NOT_FOUND,
+            format!("no to-do list named {}; AddEntry creates it", echo(key)),
+        )
     }
 }
 
@@ -361,9 +361,10 @@ fn current_entry(
 ) -> Result<Replay<pb::Entry>, Error> {
     let stored = stored.ok_or_else(|| TodoEntity.missing(list))?;
     let entry = stored.list.get(id).ok_or_else(|| {
-        Error::NotFound(format!(
-            "entry {id}, which this request changed, has been deleted since"
-        ))
+        Error::NotFound(
+            reason::ENTRY_NOT_FOUND,
+            format!("entry {id}, which this request changed, has been deleted since"),
+        )
     })?;
     Ok(Replay::Reply(wire_entry(entry)))
 }
@@ -640,7 +641,7 @@ mod tests {
             after: None,
         };
         let result = list.handle(&TodoEntity, "nope", &mut None, ctx());
-        assert!(matches!(result, Err(Error::NotFound(_))));
+        assert!(matches!(result, Err(Error::NotFound(..))));
     }
 
     #[test]
@@ -679,6 +680,6 @@ mod tests {
             .replay(&TodoEntity, "groceries", stored.as_ref(), 1, 1);
         assert!(matches!(replay, Ok(Replay::Reply(pb::Entry { id: 1, .. }))));
         let gone = retry.replay(&TodoEntity, "groceries", stored.as_ref(), 1, 2);
-        assert!(matches!(gone, Err(Error::NotFound(_))));
+        assert!(matches!(gone, Err(Error::NotFound(..))));
     }
 }
