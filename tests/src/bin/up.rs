@@ -209,10 +209,11 @@ async fn run(args: Args, bin_dir: PathBuf) -> Result<ExitCode, String> {
         return Ok(stop_all(&mut [&mut session, &mut store], &mut signals, true).await);
     };
 
-    let plaintext = if args.tls_cert.is_some() {
-        "-cacert CA.pem"
-    } else {
-        "-plaintext"
+    // grpcurl's way in: the CA that signed --tls-cert, devcerts' when it made the mTLS files.
+    let plaintext = match (&args.tls_cert, &args.store_mtls) {
+        (None, _) => "-plaintext".to_string(),
+        (Some(_), Some(dir)) => format!("-cacert {}", quoted(dir.join("ca.pem").as_os_str())),
+        (Some(_), None) => "-cacert CA.pem".to_string(),
     };
     println!(
         "\n{:<11} pid {}, listening on {store_addr} ({}; data in {}; namespaces {namespaces})\n\
