@@ -682,29 +682,48 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-impl super::metrics::Render for Connections {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+impl Connections {
+    /// Writes the connection figures (open, cap, accepted, closed by reason, in flight).
+    pub fn encode_metrics(
+        &self,
+        e: &mut prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use crate::metrics::{counter, counters, gauge};
         let (silent, idle, room) = self.closed_counts();
-        let _ = write!(
-            out,
-            "# HELP grpc_connections_open Client connections open now.\n\
-             # TYPE grpc_connections_open gauge\ngrpc_connections_open {}\n\
-             # HELP grpc_connections_max The cap on open connections.\n\
-             # TYPE grpc_connections_max gauge\ngrpc_connections_max {}\n\
-             # HELP grpc_connections_accepted_total Client connections accepted.\n\
-             # TYPE grpc_connections_accepted_total counter\ngrpc_connections_accepted_total {}\n\
-             # HELP grpc_connections_closed_total Connections the server closed, by reason.\n\
-             # TYPE grpc_connections_closed_total counter\n\
-             grpc_connections_closed_total{{reason=\"no_first_request\"}} {silent}\n\
-             grpc_connections_closed_total{{reason=\"idle\"}} {idle}\n\
-             grpc_connections_closed_total{{reason=\"room_at_cap\"}} {room}\n\
-             # HELP grpc_requests_in_flight Requests and streams in progress.\n\
-             # TYPE grpc_requests_in_flight gauge\ngrpc_requests_in_flight {}\n",
-            self.open(),
-            self.max_connections(),
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        gauge(
+            e,
+            "grpc_connections_open",
+            "Client connections open now.",
+            count(self.open()),
+        )?;
+        gauge(
+            e,
+            "grpc_connections_max",
+            "The cap on open connections.",
+            count(self.max_connections()),
+        )?;
+        counter(
+            e,
+            "grpc_connections_accepted",
+            "Client connections accepted.",
             self.accepted(),
-            self.in_flight(),
-        );
+        )?;
+        counters(
+            e,
+            "grpc_connections_closed",
+            "Connections the server closed, by reason.",
+            [
+                ([("reason", "no_first_request")], silent),
+                ([("reason", "idle")], idle),
+                ([("reason", "room_at_cap")], room),
+            ],
+        )?;
+        gauge(
+            e,
+            "grpc_requests_in_flight",
+            "Requests and streams in progress.",
+            count(self.in_flight()),
+        )
     }
 }

@@ -13,6 +13,7 @@ use super::{
     conn::{Connections, TrackLayer},
     deadline::DeadlineLayer,
     error_info::ErrorInfoLayer,
+    metrics::{RpcMetrics, RpcMetricsLayer},
     wire::PreEncodedLayer,
 };
 
@@ -52,6 +53,8 @@ pub struct ServeOptions {
     pub service_names: &'static [&'static str],
     /// The `google.rpc.ErrorInfo` domain of this server's errors ([`ErrorInfoLayer`]).
     pub error_domain: &'static str,
+    /// Where every RPC is counted and timed ([`RpcMetrics::register`]).
+    pub rpc_metrics: RpcMetrics,
     /// Deadline of requests that carry no `grpc-timeout`.
     pub default_deadline: Duration,
     /// How long the drain may take from the shutdown signal.
@@ -115,6 +118,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
         .layer(TrackLayer)
+        .layer(RpcMetricsLayer(options.rpc_metrics.clone()))
         .layer(ErrorInfoLayer::new(options.error_domain))
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)

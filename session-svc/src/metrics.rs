@@ -1,144 +1,168 @@
-//! session-svc's `/metrics`: live actors against the cap, per kind, crashes, quarantines and
-//! fired reminders, open watch streams against their cap, and the store write batcher's
-//! counters.
+//! session-svc's own figures on `/metrics`: live actors against the cap, per kind, crashes,
+//! quarantines and fired reminders, open watch streams against their cap, the store write
+//! batcher's counters, the sweeper's progress and the connections. (The per-RPC counts and
+//! latencies come from `kit::metrics::RpcMetrics`.)
 //!
 //! Every figure is a counter the runtime keeps as it goes: a scrape never walks the actors,
 //! so it costs the same with a million live ones.
 
 use std::{
-    fmt::Write as _,
+    fmt,
     sync::{Arc, atomic::Ordering},
 };
 
-use kit::metrics::Render;
+use kit::{
+    conn::Connections,
+    metrics::{counter, counters, gauge, gauges},
+};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use crate::runtime::{Actors, Counts, batcher::BatchStats};
+use crate::{
+    runtime::{Actors, Counts, batcher::BatchStats},
+    sweeper,
+};
 
-/// A per-kind counter since start: its name, its help, and where it is in [`Counts`].
+/// A per-kind counter since start: its name (without `_total`), its help, and where it is in
+/// [`Counts`].
 type Lifetime = (&'static str, &'static str, fn(&Counts) -> u64);
 
-/// Renders the runtime's gauges in the Prometheus text format.
+/// Reads the runtime's figures at each scrape.
 pub struct SessionMetrics {
     /// The cross-kind registry view.
     actors: Arc<Actors>,
     /// The store write batcher's counters, when writes are batched.
     store_batches: Option<Arc<BatchStats>>,
+    /// The sweeper's progress.
+    sweep: Arc<sweeper::Progress>,
+    /// The gRPC port's connections.
+    connections: Connections,
 }
 
 impl SessionMetrics {
-    /// Metrics of `actors` and of the store write batcher.
-    pub fn new(actors: Arc<Actors>, store_batches: Option<Arc<BatchStats>>) -> Self {
+    /// Metrics of `actors`, the store write batcher, the sweeper and the connections.
+    pub fn new(
+        actors: Arc<Actors>,
+        store_batches: Option<Arc<BatchStats>>,
+        sweep: Arc<sweeper::Progress>,
+        connections: Connections,
+    ) -> Self {
         Self {
             actors,
             store_batches,
+            sweep,
+            connections,
         }
     }
 }
 
-impl Render for SessionMetrics {
-    fn render(&self, out: &mut String) {
+impl fmt::Debug for SessionMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionMetrics")
+    }
+}
+
+/// A count as a gauge value.
+fn level(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Collector for SessionMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let counts = self.actors.counts();
-        let _ = writeln!(
-            out,
-            "# HELP session_actors Actors in the registry.\n# TYPE session_actors gauge"
-        );
-        for (kind, c) in &counts {
-            let _ = writeln!(
-                out,
-                "session_actors{{kind=\"{kind}\",status=\"live\"}} {}\n\
-                 session_actors{{kind=\"{kind}\",status=\"quarantined\"}} {}",
-                c.live, c.quarantined
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP session_actors_max The --max-actors cap.\n# TYPE session_actors_max gauge\nsession_actors_max {}",
-            self.actors.max()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP session_actor_crashes_total Handler crashes (each one a restart or a quarantine).\n# TYPE session_actor_crashes_total counter"
-        );
-        for (kind, c) in &counts {
-            let _ = writeln!(
-                out,
-                "session_actor_crashes_total{{kind=\"{kind}\"}} {}",
-                c.crashes
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP session_actor_quarantines_total Keys quarantined after a crash loop.\n# TYPE session_actor_quarantines_total counter"
-        );
-        for (kind, c) in &counts {
-            let _ = writeln!(
-                out,
-                "session_actor_quarantines_total{{kind=\"{kind}\"}} {}",
-                c.quarantines
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP session_reminders_fired_total Durable reminders sent to their actors (a resend counts again).\n# TYPE session_reminders_fired_total counter"
-        );
-        for (kind, c) in &counts {
-            let _ = writeln!(
-                out,
-                "session_reminders_fired_total{{kind=\"{kind}\"}} {}",
-                c.reminders_fired
-            );
-        }
-        let lifetimes: [Lifetime; 4] = [
+        gauges(
+            &mut e,
+            "session_actors",
+            "Actors in the registry.",
+            counts.iter().flat_map(|(kind, c)| {
+                [
+                    ([("kind", *kind), ("status", "live")], level(c.live)),
+                    (
+                        [("kind", *kind), ("status", "quarantined")],
+                        level(c.quarantined),
+                    ),
+                ]
+            }),
+        )?;
+        gauge(
+            &mut e,
+            "session_actors_max",
+            "The --max-actors cap.",
+            level(self.actors.max()),
+        )?;
+        let lifetimes: [Lifetime; 7] = [
             (
-                "session_actor_activations_total",
+                "session_actor_crashes",
+                "Handler crashes (each one a restart or a quarantine).",
+                |c| c.crashes,
+            ),
+            (
+                "session_actor_quarantines",
+                "Keys quarantined after a crash loop.",
+                |c| c.quarantines,
+            ),
+            (
+                "session_reminders_fired",
+                "Durable reminders sent to their actors (a resend counts again).",
+                |c| c.reminders_fired,
+            ),
+            (
+                "session_actor_activations",
                 "Actors activated (loaded into memory).",
                 |c| c.activations,
             ),
             (
-                "session_actor_passivations_total",
+                "session_actor_passivations",
                 "Actors passivated: idle, evicted at --max-actors, or holding no state.",
                 |c| c.passivations,
             ),
             (
-                "session_mailbox_rejections_total",
+                "session_mailbox_rejections",
                 "Requests refused RESOURCE_EXHAUSTED for a full mailbox.",
                 |c| c.mailbox_rejections,
             ),
             (
-                "session_deadline_drops_total",
+                "session_deadline_drops",
                 "Requests dropped unexecuted because their deadline passed first.",
                 |c| c.deadline_drops,
             ),
         ];
         for (name, help, value) in lifetimes {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (kind, c) in &counts {
-                let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value(c));
-            }
+            counters(
+                &mut e,
+                name,
+                help,
+                counts.iter().map(|(kind, c)| ([("kind", *kind)], value(c))),
+            )?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP session_watchers Open watch streams.\n# TYPE session_watchers gauge"
-        );
-        for (kind, c) in &counts {
-            let _ = writeln!(out, "session_watchers{{kind=\"{kind}\"}} {}", c.watchers);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP session_watchers_max The --max-watchers cap.\n# TYPE session_watchers_max gauge\nsession_watchers_max {}",
-            self.actors.max_watchers()
-        );
+        gauges(
+            &mut e,
+            "session_watchers",
+            "Open watch streams.",
+            counts
+                .iter()
+                .map(|(kind, c)| ([("kind", *kind)], level(c.watchers))),
+        )?;
+        gauge(
+            &mut e,
+            "session_watchers_max",
+            "The --max-watchers cap.",
+            level(self.actors.max_watchers()),
+        )?;
         if let Some(stats) = &self.store_batches {
-            let _ = writeln!(
-                out,
-                "# HELP session_store_batches_total BatchWrite calls sent to store-svc.\n# TYPE session_store_batches_total counter\nsession_store_batches_total {}",
-                stats.batches.load(Ordering::Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "# HELP session_store_batched_writes_total Writes those calls carried.\n# TYPE session_store_batched_writes_total counter\nsession_store_batched_writes_total {}",
-                stats.writes.load(Ordering::Relaxed)
-            );
+            counter(
+                &mut e,
+                "session_store_batches",
+                "BatchWrite calls sent to store-svc.",
+                stats.batches.load(Ordering::Relaxed),
+            )?;
+            counter(
+                &mut e,
+                "session_store_batched_writes",
+                "Writes those calls carried.",
+                stats.writes.load(Ordering::Relaxed),
+            )?;
         }
+        self.sweep.encode_metrics(&mut e)?;
+        self.connections.encode_metrics(&mut e)
     }
 }

@@ -168,14 +168,16 @@ impl SessionServer {
             ));
 
         let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
-        let render = Arc::new((
-            (
-                SessionMetrics::new(actors.clone(), store_batches),
-                sweep.clone(),
-            ),
+        let mut registry = prometheus_client::registry::Registry::default();
+        let rpc_metrics =
+            kit::metrics::RpcMetrics::register(&mut registry, &[proto::FILE_DESCRIPTOR_SET]);
+        registry.register_collector(Box::new(SessionMetrics::new(
+            actors.clone(),
+            store_batches,
+            sweep.clone(),
             connections.clone(),
-        ));
-        let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
+        )));
+        let _metrics = kit::metrics::spawn(config.metrics_listen, Arc::new(registry)).await?;
 
         let sweeper = Sweeper::new(carts.clone(), todos.clone(), config.sweep_settings(), sweep);
         let sweeping = tokio::spawn(sweeper.run(carts.draining()));
@@ -194,6 +196,7 @@ impl SessionServer {
         let options = kit::grpc::ServeOptions {
             service_names: &SERVICE_NAMES,
             error_domain: crate::error::ERROR_DOMAIN,
+            rpc_metrics,
             default_deadline: deadline,
             grace: config.grace_period,
             tls,

@@ -21,7 +21,6 @@
 //! `/metrics` and `AdminService/GetStats`.
 
 use std::{
-    fmt::Write as _,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -29,7 +28,12 @@ use std::{
     time::Duration,
 };
 
-use kit::{deadline::Deadline, echo::echo, metrics::Render};
+use kit::{
+    deadline::Deadline,
+    echo::echo,
+    metrics::{counter, counters, gauges},
+};
+use prometheus_client::encoding::DescriptorEncoder;
 use prost::Message as _;
 use proto::session::v1::{self as pb, ActorRecord};
 use tokio::{sync::watch, time::Instant};
@@ -155,70 +159,79 @@ impl Progress {
     }
 }
 
-/// One metric of every job: name, type, help, and which counter.
+/// One metric of every job: name, whether it is a counter, help, and which counter.
 type Series = (
     &'static str,
-    &'static str,
+    bool,
     &'static str,
     fn(&JobProgress) -> &AtomicU64,
 );
 
-impl Render for Progress {
-    fn render(&self, out: &mut String) {
+impl Progress {
+    /// Writes the sweeper's figures, per job where they are per job.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let series: [Series; 5] = [
             (
-                "session_sweeper_passes_total",
-                "counter",
+                "session_sweeper_passes",
+                true,
                 "Sweeper passes finished.",
                 |p| &p.passes,
             ),
             (
                 "session_sweeper_pass_scanned",
-                "gauge",
+                false,
                 "Records looked at in the current (or last) pass.",
                 |p| &p.pass_scanned,
             ),
             (
-                "session_sweeper_scanned_total",
-                "counter",
+                "session_sweeper_scanned",
+                true,
                 "Records the sweeper looked at.",
                 |p| &p.scanned,
             ),
             (
-                "session_sweeper_acted_total",
-                "counter",
+                "session_sweeper_acted",
+                true,
                 "Holds reconciled or carts archived.",
                 |p| &p.acted,
             ),
             (
-                "session_sweeper_failed_total",
-                "counter",
+                "session_sweeper_failed",
+                true,
                 "Records the sweeper could not act on; retried next pass.",
                 |p| &p.failed,
             ),
         ];
-        for (name, kind, help, field) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for job in Job::ALL {
-                let value = field(self.job(job)).load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{job=\"{}\"}} {value}", job.name());
+        for (name, is_counter, help, field) in series {
+            let values = Job::ALL.map(|job| {
+                (
+                    [("job", job.name())],
+                    field(self.job(job)).load(Ordering::Relaxed),
+                )
+            });
+            if is_counter {
+                counters(e, name, help, values)?;
+            } else {
+                gauges(
+                    e,
+                    name,
+                    help,
+                    values.map(|(labels, v)| (labels, i64::try_from(v).unwrap_or(i64::MAX))),
+                )?;
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP session_sweeper_events_moved_total Cart events archived or deleted.\n\
-             # TYPE session_sweeper_events_moved_total counter\n\
-             session_sweeper_events_moved_total {}",
-            self.events_moved.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP session_sweeper_reminders_backfilled_total Active carts stored without a \
-             reminder (from before reminders) given one.\n\
-             # TYPE session_sweeper_reminders_backfilled_total counter\n\
-             session_sweeper_reminders_backfilled_total {}",
-            self.reminders_backfilled.load(Ordering::Relaxed)
-        );
+        counter(
+            e,
+            "session_sweeper_events_moved",
+            "Cart events archived or deleted.",
+            self.events_moved.load(Ordering::Relaxed),
+        )?;
+        counter(
+            e,
+            "session_sweeper_reminders_backfilled",
+            "Active carts stored without a reminder (from before reminders) given one.",
+            self.reminders_backfilled.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -558,8 +571,14 @@ mod tests {
             .job(Job::ArchiveCart)
             .acted
             .store(3, Ordering::Relaxed);
+        let progress = Arc::new(progress);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let shown = progress.clone();
+        registry.register_collector(Box::new(kit::metrics::FnCollector(
+            move |e: &mut DescriptorEncoder| shown.encode_metrics(e),
+        )));
         let mut out = String::new();
-        progress.render(&mut out);
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("session_sweeper_acted_total{job=\"archive_cart\"} 3"));
         assert!(out.contains("session_sweeper_passes_total{job=\"reconcile\"} 0"));
         let wire = progress.wire();

@@ -129,11 +129,14 @@ impl StoreServer {
         let routes = routes.add_service(store);
 
         let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
-        let render = Arc::new((
-            metrics::StoreMetrics::new(writer.gauge()),
+        let mut registry = prometheus_client::registry::Registry::default();
+        let rpc_metrics =
+            kit::metrics::RpcMetrics::register(&mut registry, &[proto::FILE_DESCRIPTOR_SET]);
+        registry.register_collector(Box::new(metrics::StoreMetrics::new(
+            writer.gauge(),
             connections.clone(),
-        ));
-        let _metrics = kit::metrics::spawn(config.metrics_listen, render).await?;
+        )));
+        let _metrics = kit::metrics::spawn(config.metrics_listen, Arc::new(registry)).await?;
         drop(writer);
 
         let addr = listener.local_addr()?;
@@ -157,6 +160,7 @@ impl StoreServer {
         let options = kit::grpc::ServeOptions {
             service_names: &[SERVICE_NAME],
             error_domain: error::ERROR_DOMAIN,
+            rpc_metrics,
             default_deadline: config.default_deadline,
             grace,
             tls,

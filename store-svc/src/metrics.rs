@@ -1,65 +1,75 @@
-//! store-svc's `/metrics`: the writer's counters and queue depth.
+//! store-svc's own figures on `/metrics`: the writer's counters and queue depth, and the
+//! connections. (The per-RPC counts and latencies come from `kit::metrics::RpcMetrics`.)
 
-use std::{fmt::Write as _, sync::atomic::Ordering};
+use std::{fmt, sync::atomic::Ordering};
 
-use kit::metrics::Render;
+use kit::{
+    conn::Connections,
+    metrics::{counter, gauge},
+};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use crate::writer::WriterGauge;
 
-/// Renders the writer's statistics in the Prometheus text format.
+/// Reads the writer's statistics and the connections at each scrape.
 pub struct StoreMetrics {
     /// The queue depth and counters, without keeping the writer alive.
     writer: WriterGauge,
+    /// The gRPC port's connections.
+    connections: Connections,
 }
 
 impl StoreMetrics {
-    /// Metrics of this writer.
-    pub fn new(writer: WriterGauge) -> Self {
-        Self { writer }
+    /// Metrics of this writer and these connections.
+    pub fn new(writer: WriterGauge, connections: Connections) -> Self {
+        Self {
+            writer,
+            connections,
+        }
     }
 }
 
-impl Render for StoreMetrics {
-    fn render(&self, out: &mut String) {
+impl fmt::Debug for StoreMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoreMetrics")
+    }
+}
+
+impl Collector for StoreMetrics {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let stats = self.writer.stats();
         let counters = [
+            ("store_writes", "Writes applied and flushed.", &stats.writes),
             (
-                "store_writes_total",
-                "Writes applied and flushed.",
-                &stats.writes,
-            ),
-            (
-                "store_commits_total",
+                "store_commits",
                 "Commits of several writes applied and flushed, all or nothing.",
                 &stats.commits,
             ),
             (
-                "store_flushes_total",
+                "store_flushes",
                 "Group-commit flushes, each followed by an fsync.",
                 &stats.flushes,
             ),
             (
-                "store_writes_rejected_queue_full_total",
+                "store_writes_rejected_queue_full",
                 "Writes refused: queue full.",
                 &stats.rejected_full,
             ),
             (
-                "store_writes_expired_total",
+                "store_writes_expired",
                 "Writes dropped: deadline passed in the queue.",
                 &stats.expired,
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+            counter(&mut e, name, help, value.load(Ordering::Relaxed))?;
         }
-        let _ = writeln!(
-            out,
-            "# HELP store_write_queue_depth Writes waiting for the disk.\n# TYPE store_write_queue_depth gauge\nstore_write_queue_depth {}",
-            self.writer.queued()
-        );
+        gauge(
+            &mut e,
+            "store_write_queue_depth",
+            "Writes waiting for the disk.",
+            i64::try_from(self.writer.queued()).unwrap_or(i64::MAX),
+        )?;
+        self.connections.encode_metrics(&mut e)
     }
 }
