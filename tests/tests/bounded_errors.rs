@@ -19,6 +19,7 @@ use tests::{
     trailers::call_measured,
 };
 use tonic::Code;
+use tonic_types::StatusExt;
 
 /// The size of the field each case fills.
 const FIELD_BYTES: usize = 1 << 20;
@@ -228,6 +229,26 @@ async fn a_mebibyte_in_any_field_of_any_rpc_gets_a_small_error_that_quotes_at_mo
                         status.message()
                     ));
                 }
+                Expect::InvalidArgument => {
+                    // The details a client switches on: which field, and a stable reason.
+                    let domain = if case.is_store() {
+                        "store.v1"
+                    } else {
+                        "session.v1"
+                    };
+                    let info = status.get_details_error_info();
+                    let field = status.get_details_bad_request();
+                    if info
+                        .as_ref()
+                        .map(|i| (i.reason.as_str(), i.domain.as_str()))
+                        != Some(("INVALID_FIELD", domain))
+                        || field.is_none_or(|f| f.field_violations.is_empty())
+                    {
+                        failures.push(format!(
+                            "{what}: details lack ErrorInfo or BadRequest: {status:?}"
+                        ));
+                    }
+                }
                 Expect::OkWithInvalidResult => {
                     let results = BatchWriteResponse::decode(reply.first_message())
                         .map(|response| response.results)
@@ -251,7 +272,6 @@ async fn a_mebibyte_in_any_field_of_any_rpc_gets_a_small_error_that_quotes_at_mo
                         other => failures.push(format!("{what}: {status:?}, failures {other:?}")),
                     }
                 }
-                _ => {}
             }
         }
     }
