@@ -31,9 +31,9 @@ use std::{
     time::Duration,
 };
 
+use kit::duration;
 use serde::Deserialize;
 use serde_norway::Value;
-use store_svc::kit::duration;
 use tests::locate_binary;
 
 /// Where `.ci/deploy-check.sh` installs kubectl, relative to the workspace root.
