@@ -20,6 +20,9 @@
 //!   conflicts, codes, numbers).
 //! - `ledger`: [`KeyHistory`], what a test knows about its writes, and the durability check.
 //! - `writers`: concurrent writers that record every acknowledged write.
+//! - `clients`: [`clients::ClientStack`], the servers for the client suites in other
+//!   languages (`tests/clients/`), run as subprocesses; [`clients::Frozen`], a SIGSTOPped
+//!   store.
 //! - `grpcurl`: running grpcurl, failing loudly when it is not installed.
 //! - `session`: session-svc specifics: [`SessionOptions`] → flags, [`SessionProcess`] and its
 //!   cart / to-do / admin clients, [`spawn_session_stack`] (a store plus a session-svc), and
@@ -36,6 +39,7 @@
 //!   `devcerts` binary writes), and [`tls::tls_channel`], a client connection over (m)TLS.
 
 pub mod cart_writers;
+pub mod clients;
 pub mod grpcurl;
 pub mod lazyfs;
 pub mod ledger;
