@@ -2,7 +2,7 @@
 //!
 //! A client's `grpc-timeout` header becomes a [`Deadline`] stamped on the request the moment it
 //! arrives, before the body is read, so time spent receiving counts against it. Handlers use it
-//! to refuse work whose deadline passed while it waited in a queue (seed 004: a timed-out call
+//! to refuse work whose deadline passed while it waited in a queue (in OTP, a timed-out call
 //! that still runs later is the bug we fix) and to pass the remaining budget downstream.
 //!
 //! A caller may also send [`ABSOLUTE_HEADER`], its deadline as Unix milliseconds. session-svc

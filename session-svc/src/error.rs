@@ -1,5 +1,5 @@
 //! session-svc's one error type and its single mapping onto gRPC status codes
-//! (the error contract of DESIGN.md).
+//! (the error contract in the README's table).
 //!
 //! A message quotes client input (a key, a sku) only through [`echo`]: at most 128 bytes of
 //! it, escaped. Messages built elsewhere and carried as a `String` follow the same rule.
@@ -248,7 +248,7 @@ impl Error {
         }
     }
 
-    /// The gRPC code of this error (DESIGN's error contract, in the README's table).
+    /// The gRPC code of this error (the error contract in the README's table).
     pub fn code(&self) -> Code {
         match self {
             Self::InvalidArgument { .. } => Code::InvalidArgument,

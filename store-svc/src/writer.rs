@@ -1,7 +1,7 @@
 //! Group commit: one thread checks queued commits in batches, writes each batch to sled as one
 //! unit, flushes and fsyncs once per batch, then answers the whole batch.
 //!
-//! This is seed 004's `Todo.Database` with its two problems fixed: the queue in front of it is
+//! This is the Elixir to-do app's `Todo.Database` with its two problems fixed: the queue in front of it is
 //! bounded (a full queue refuses at once instead of growing until the VM dies), and a request
 //! whose caller stopped waiting is dropped instead of executed later.
 

@@ -1,4 +1,4 @@
-//! Reading gRPC statuses the way the error contract (DESIGN.md) promises them.
+//! Reading gRPC statuses the way the error contract (README) promises them.
 
 use std::fmt::Debug;
 

@@ -1,4 +1,4 @@
-//! The cart kind: seed 001's shopping `Session` process, as an [`Entity`] of the runtime.
+//! The cart kind: a shopping `Session` process, as an [`Entity`] of the runtime.
 
 use bytes::Bytes;
 use kit::echo::echo;

@@ -1,4 +1,4 @@
-//! The cart kind: seed 001's shopping session as a supervised actor per key.
+//! The cart kind: a shopping session as a supervised actor per key.
 //!
 //! - [`entity`]: the [`Entity`](crate::runtime::Entity) implementation over the pure domain.
 //! - [`convert`]: domain ↔ wire (`session.v1.Session` is also the stored form).

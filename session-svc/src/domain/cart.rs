@@ -1,4 +1,4 @@
-//! The shopping session of seed 001: who is shopping, from where, what is in the cart, and a
+//! The shopping session: who is shopping, from where, what is in the cart, and a
 //! log of everything that happened.
 //!
 //! Operations take a [`Ctx`] instead of reading a clock, check everything before changing
@@ -93,7 +93,7 @@ pub struct LineItem {
     pub unit_price: Money,
 }
 
-/// One tracked event (seed 001: track everything).
+/// One tracked event (track everything).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
     /// When it happened (Unix milliseconds).

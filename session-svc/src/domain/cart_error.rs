@@ -103,7 +103,7 @@ impl CartError {
         }
     }
 
-    /// Which status code family this error belongs to (DESIGN.md, error contract).
+    /// Which status code family this error belongs to (the README's error contract).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Text(_)

@@ -1,5 +1,5 @@
-//! The pure domain of session-svc: shopping carts (seed 001's `Session`) and to-do lists
-//! (seed 004's `Todo.List`).
+//! The pure domain of session-svc: shopping carts (a shop's `Session`) and to-do lists
+//! (`Todo.List`).
 //!
 //! Everything here is plain data and plain functions: no I/O, no clocks, no async, no locks.
 //! Time comes in through an explicit [`Ctx`], so every operation is deterministic and the
@@ -47,7 +47,7 @@ pub use order::{Order, Totals};
 pub use text::TextError;
 pub use todo::{Entry, MAX_ENTRIES, TodoError, TodoList};
 
-/// How a domain error maps onto the error contract in DESIGN.md; the gRPC edge turns each
+/// How a domain error maps onto the error contract (the README's table); the gRPC edge turns each
 /// into exactly one status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {

@@ -73,7 +73,7 @@ pub struct Order {
     pub discount_total: Money,
     /// What the shopper pays.
     pub total: Money,
-    /// The shop's domain (seed 001: one store may run several).
+    /// The shop's domain (one store may run several).
     pub domain: String,
     /// The page the shopper landed on, for attribution.
     pub landing: String,

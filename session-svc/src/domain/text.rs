@@ -6,7 +6,7 @@
 
 use thiserror::Error;
 
-/// Longest session key or list name, matching the registry's key rule (DESIGN.md).
+/// Longest session key or list name, matching the registry's key rule.
 pub const MAX_KEY_BYTES: usize = 256;
 /// Longest sku.
 pub const MAX_SKU_BYTES: usize = 64;

@@ -70,7 +70,7 @@ impl TodoError {
         }
     }
 
-    /// Which status code family this error belongs to (DESIGN.md, error contract).
+    /// Which status code family this error belongs to (the README's error contract).
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Text(_) | Self::Date(_) => ErrorKind::InvalidArgument,

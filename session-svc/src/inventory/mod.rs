@@ -1,4 +1,4 @@
-//! The sku kind: one supervised actor per sku holds its stock (seed 003's shared data without
+//! The sku kind: one supervised actor per sku holds its stock (shared data without
 //! races: every change to one sku goes through its one mailbox).
 //!
 //! - [`entity`]: the [`Entity`](crate::runtime::Entity); stored as `session.v1.StockRecord`.

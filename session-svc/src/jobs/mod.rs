@@ -1,4 +1,4 @@
-//! Jobs: slow work off the request path, supervised, persisted and resumed (seed 003's
+//! Jobs: slow work off the request path, supervised, persisted and resumed (OTP's
 //! `Task.Supervisor.async_nolink`: a task that reports back, whose crash takes no caller down).
 //!
 //! The one kind of job today imports to-do entries. [`Jobs::upload`] stores the entries a

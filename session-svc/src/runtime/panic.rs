@@ -1,5 +1,5 @@
 //! Catching a panic in an actor's message handling, so one bad message crashes one actor,
-//! never the task's neighbours or the process ("let it crash", seed 001, with a smaller blast
+//! never the task's neighbours or the process ("let it crash", as OTP supervisors do, with a smaller blast
 //! radius than OTP's).
 
 use std::{

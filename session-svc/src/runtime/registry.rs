@@ -2,7 +2,7 @@
 //! that enforces `max_actors` and serves the admin API.
 //!
 //! Not a registry actor: one task owning the map would serialise every lookup, which is the
-//! bottleneck seed 004 finds in its single cache process. Here a lookup locks one of
+//! bottleneck of an Erlang registry kept in one cache process. Here a lookup locks one of
 //! [`SHARDS`] small mutexes for a hash-map probe and never across an await.
 //!
 //! Each shard keeps its entries in least-recently-touched order (a linked hash map: a touch

@@ -1,4 +1,4 @@
-//! The to-do kind: seed 004's `Todo.Server`, one actor per list, as an [`Entity`].
+//! The to-do kind: the Elixir `Todo.Server`, one actor per list, as an [`Entity`].
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! The to-do kind: seed 004's to-do lists, one supervised actor per list name.
+//! The to-do kind: to-do lists, one supervised actor per list name.
 //!
 //! - [`entity`]: the [`Entity`](crate::runtime::Entity) over the pure `TodoList`; stored as
 //!   `session.v1.TodoList`.
