@@ -2,7 +2,7 @@
 //!
 //! The services' own errors attach a precise reason (`CART_CHECKED_OUT`, `MAILBOX_FULL`). A
 //! status made anywhere else (tonic's UNIMPLEMENTED, a decode error, an interceptor, the
-//! deadline layer) would leave without one, so [`ErrorInfoLayer`] checks every response's
+//! deadline layer) would leave without one, so [`StatusLayer`] checks every response's
 //! `grpc-status` (in the headers of a trailers-only response, or in the trailers) and adds an
 //! ErrorInfo whose reason is the code's name when none is there. Details already present
 //! (BadRequest, RetryInfo) are kept. Clients can therefore switch on `ErrorInfo.reason` for
@@ -24,6 +24,8 @@ use prost::Message;
 use tonic::{Code, body::Body, codegen::http};
 use tonic_types::pb;
 use tower::{Layer, Service};
+
+use crate::metrics::{RpcMetrics, RpcRecord};
 
 /// The type URL of `google.rpc.ErrorInfo` inside a `google.rpc.Status`'s details.
 pub const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
@@ -68,16 +70,13 @@ pub fn code_reason(code: Code) -> &'static str {
 /// it is not OK and carries none. Leaves alone headers without a status, OK statuses, and
 /// details it cannot decode (they are passed on as they are rather than replaced).
 pub fn ensure_error_info(headers: &mut HeaderMap, domain: &str) {
-    let Some(code) = headers
-        .get(STATUS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    let Some(code) = status_code(headers) else {
         return;
     };
-    if code == 0 {
+    if code == Code::Ok {
         return;
     }
+    let code = code as i32;
     let mut status = match headers.get(DETAILS_HEADER) {
         Some(value) => match BASE64
             .decode(value.as_bytes())
@@ -135,67 +134,103 @@ fn percent_decode(value: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Tower layer that applies [`ensure_error_info`] to every response of the server.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorInfoLayer {
-    domain: &'static str,
+/// The code in a `grpc-status` header, if there is one.
+fn status_code(headers: &HeaderMap) -> Option<Code> {
+    let value = headers
+        .get(STATUS_HEADER)?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(Code::from_i32(value))
 }
 
-impl ErrorInfoLayer {
-    /// `domain` is the ErrorInfo domain of this server's errors (`session.v1`, `store.v1`).
-    pub fn new(domain: &'static str) -> Self {
-        Self { domain }
+/// Tower layer that watches every response's status: it applies [`ensure_error_info`] and
+/// reports the RPC to [`RpcMetrics`]. One layer, and at most one wrapped body per response,
+/// for both jobs: this runs on every request.
+#[derive(Clone)]
+pub struct StatusLayer {
+    domain: &'static str,
+    metrics: RpcMetrics,
+}
+
+impl StatusLayer {
+    /// `domain` is the ErrorInfo domain of this server's errors (`session.v1`, `store.v1`);
+    /// `metrics` counts and times its RPCs.
+    pub fn new(domain: &'static str, metrics: RpcMetrics) -> Self {
+        Self { domain, metrics }
     }
 }
 
-impl<S> Layer<S> for ErrorInfoLayer {
-    type Service = ErrorInfoService<S>;
+impl<S> Layer<S> for StatusLayer {
+    type Service = StatusService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ErrorInfoService {
+        StatusService {
             inner,
-            domain: self.domain,
+            layer: self.clone(),
         }
     }
 }
 
-/// The service [`ErrorInfoLayer`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct ErrorInfoService<S> {
+/// The service [`StatusLayer`] wraps around the router.
+#[derive(Clone)]
+pub struct StatusService<S> {
     inner: S,
-    domain: &'static str,
+    layer: StatusLayer,
 }
 
-impl<S, B> Service<http::Request<B>> for ErrorInfoService<S>
+impl<S, B> Service<http::Request<B>> for StatusService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ErrorInfoFuture<S::Future>;
+    type Future = StatusFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        ErrorInfoFuture {
+        let record = self.layer.metrics.start(request.uri().path());
+        StatusFuture {
             inner: self.inner.call(request),
-            domain: self.domain,
+            pending: Pending(Some(record)),
+            domain: self.layer.domain,
         }
     }
 }
 
+/// An RPC not yet counted. Dropped before its status (the client went away, the connection
+/// closed), it counts as CANCELLED.
+struct Pending(Option<RpcRecord>);
+
+impl Pending {
+    fn finish(&mut self, code: Code) {
+        if let Some(record) = self.0.take() {
+            record.finish(code);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// The response of [`ErrorInfoService`].
-    pub struct ErrorInfoFuture<F> {
+    /// The response of [`StatusService`].
+    pub struct StatusFuture<F> {
         #[pin]
         inner: F,
+        pending: Pending,
         domain: &'static str,
     }
 }
 
-impl<F, E> Future for ErrorInfoFuture<F>
+impl<F, E> Future for StatusFuture<F>
 where
     F: Future<Output = Result<http::Response<Body>, E>>,
 {
@@ -203,29 +238,42 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = ready!(this.inner.poll(cx))?;
+        let mut response = match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => {
+                this.pending.finish(Code::Internal);
+                return Poll::Ready(Err(error));
+            }
+        };
         let domain = *this.domain;
-        if response.headers().contains_key(STATUS_HEADER) {
+        if let Some(code) = status_code(response.headers()) {
             // Trailers-only: the status is in the headers and the body is empty.
             ensure_error_info(response.headers_mut(), domain);
+            this.pending.finish(code);
             return Poll::Ready(Ok(response));
         }
-        Poll::Ready(Ok(
-            response.map(|inner| Body::new(ErrorInfoBody { inner, domain }))
-        ))
+        let pending = Pending(this.pending.0.take());
+        Poll::Ready(Ok(response.map(|inner| {
+            Body::new(StatusBody {
+                inner,
+                pending,
+                domain,
+            })
+        })))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A response body whose trailers get [`ensure_error_info`].
-    struct ErrorInfoBody {
+    /// A response body whose trailers get [`ensure_error_info`] and report the RPC.
+    struct StatusBody {
         #[pin]
         inner: Body,
+        pending: Pending,
         domain: &'static str,
     }
 }
 
-impl http_body::Body for ErrorInfoBody {
+impl http_body::Body for StatusBody {
     type Data = Bytes;
     type Error = tonic::Status;
 
@@ -235,10 +283,16 @@ impl http_body::Body for ErrorInfoBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let mut frame = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = frame.as_mut()
-            && let Some(trailers) = frame.trailers_mut()
-        {
-            ensure_error_info(trailers, this.domain);
+        match frame.as_mut() {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_mut() {
+                    ensure_error_info(trailers, this.domain);
+                    this.pending
+                        .finish(status_code(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(status)) => this.pending.finish(status.code()),
+            None => this.pending.finish(Code::Unknown),
         }
         Poll::Ready(frame)
     }

@@ -12,8 +12,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use super::{
     conn::{Connections, TrackLayer},
     deadline::DeadlineLayer,
-    error_info::ErrorInfoLayer,
-    metrics::{RpcMetrics, RpcMetricsLayer},
+    error_info::StatusLayer,
+    metrics::RpcMetrics,
     wire::PreEncodedLayer,
 };
 
@@ -51,7 +51,7 @@ pub fn base_routes(
 pub struct ServeOptions {
     /// The services it runs (health turns them all NOT_SERVING on drain).
     pub service_names: &'static [&'static str],
-    /// The `google.rpc.ErrorInfo` domain of this server's errors ([`ErrorInfoLayer`]).
+    /// The `google.rpc.ErrorInfo` domain of this server's errors ([`StatusLayer`]).
     pub error_domain: &'static str,
     /// Where every RPC is counted and timed ([`RpcMetrics::register`]).
     pub rpc_metrics: RpcMetrics,
@@ -118,8 +118,10 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
         .layer(TrackLayer)
-        .layer(RpcMetricsLayer(options.rpc_metrics.clone()))
-        .layer(ErrorInfoLayer::new(options.error_domain))
+        .layer(StatusLayer::new(
+            options.error_domain,
+            options.rpc_metrics.clone(),
+        ))
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
         .add_routes(routes)

@@ -1,7 +1,7 @@
 //! Prometheus metrics on `prometheus-client`, served by hyper.
 //!
 //! - [`RpcMetrics`] counts every RPC by service, method and code and times it in a histogram
-//!   ([`RpcMetricsLayer`] sits in every server's tower stack). Methods come from the servers'
+//!   (`error_info::StatusLayer`, in every server's tower stack, reports each RPC's status). Methods come from the servers'
 //!   descriptor sets, so a client inventing paths adds no series: anything else counts as
 //!   `unknown`.
 //! - A server's own figures (actors, mailboxes, batches, flushes, connections) are
@@ -13,18 +13,10 @@
 //!   slow or hostile client cannot hold the endpoint.
 
 use std::{
-    collections::HashMap,
-    convert::Infallible,
-    fmt,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, ready},
-    time::Duration,
+    collections::HashMap, convert::Infallible, fmt, net::SocketAddr, sync::Arc, time::Duration,
 };
 
 use bytes::Bytes;
-use http_body::Frame;
 use http_body_util::Full;
 use prometheus_client::{
     collector::Collector,
@@ -40,8 +32,7 @@ use prometheus_client::{
 };
 use prost::Message;
 use tokio::{net::TcpListener, sync::Semaphore, time::Instant};
-use tonic::{Code, body::Body, codegen::http};
-use tower::{Layer, Service};
+use tonic::{Code, codegen::http};
 
 use crate::error_info::code_reason;
 
@@ -106,27 +97,53 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
 
-/// Per-RPC counts and latencies (`grpc_server_handled_total`, `grpc_server_handling_seconds`,
-/// named as go-grpc-prometheus names them so existing dashboards fit).
-#[derive(Clone)]
-pub struct RpcMetrics {
-    handled: Family<HandledLabels, Counter>,
-    latency: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    /// `/service/method` → its labels, for every method the server's descriptor sets declare.
-    methods: Arc<HashMap<String, MethodLabels>>,
-}
-
-/// The labels of a path that names no known method.
+/// The labels of a path that names no declared method.
 const UNKNOWN: MethodLabels = MethodLabels {
     grpc_service: "unknown",
     grpc_method: "unknown",
 };
+
+/// Per-RPC counts and latencies (`grpc_server_handled_total`, `grpc_server_handling_seconds`,
+/// named as go-grpc-prometheus names them so existing dashboards fit). The series of every
+/// declared method (its histogram, its OK counter) are made at start, so the common case
+/// costs one map lookup and two atomic updates, not a family lookup under a lock.
+#[derive(Clone)]
+pub struct RpcMetrics {
+    handled: Family<HandledLabels, Counter>,
+    /// `/service/method` → its series, for every method the server's descriptor sets declare.
+    methods: Arc<HashMap<String, MethodSeries>>,
+    /// The series of every path that names no declared method.
+    unknown: MethodSeries,
+}
+
+/// One method's labels and its most used series.
+#[derive(Clone)]
+struct MethodSeries {
+    labels: MethodLabels,
+    latency: Histogram,
+    ok: Counter,
+}
 
 impl RpcMetrics {
     /// Registers the RPC metrics in `registry`, knowing the methods of the services in
     /// `descriptor_sets` (encoded `FileDescriptorSet`s) besides health and reflection. The
     /// method names are leaked once per call: a fixed few kilobytes per server.
     pub fn register(registry: &mut Registry, descriptor_sets: &[&[u8]]) -> Self {
+        let handled = Family::<HandledLabels, Counter>::default();
+        let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let series = |labels: MethodLabels| MethodSeries {
+            latency: latency.get_or_create(&labels).clone(),
+            ok: handled
+                .get_or_create(&HandledLabels {
+                    grpc_service: labels.grpc_service,
+                    grpc_method: labels.grpc_method,
+                    grpc_code: "OK",
+                })
+                .clone(),
+            labels,
+        };
         let mut methods = HashMap::new();
         let base: [&[u8]; 3] = [
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -150,19 +167,16 @@ impl RpcMetrics {
                         let name: &'static str = Box::leak(method.name().into());
                         methods.insert(
                             format!("/{full}/{name}"),
-                            MethodLabels {
+                            series(MethodLabels {
                                 grpc_service: full,
                                 grpc_method: name,
-                            },
+                            }),
                         );
                     }
                 }
             }
         }
-        let handled = Family::<HandledLabels, Counter>::default();
-        let latency = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let unknown = series(UNKNOWN);
         registry.register(
             "grpc_server_handled",
             "RPCs completed, by service, method and status code.",
@@ -175,200 +189,49 @@ impl RpcMetrics {
         );
         Self {
             handled,
-            latency,
             methods: Arc::new(methods),
+            unknown,
         }
     }
 
-    fn labels(&self, path: &str) -> MethodLabels {
-        self.methods.get(path).cloned().unwrap_or(UNKNOWN)
-    }
-
-    fn record(&self, method: &MethodLabels, code: Code, started: Instant) {
-        self.handled
-            .get_or_create(&HandledLabels {
-                grpc_service: method.grpc_service,
-                grpc_method: method.grpc_method,
-                grpc_code: code_reason(code),
-            })
-            .inc();
-        self.latency
-            .get_or_create(method)
-            .observe(started.elapsed().as_secs_f64());
-    }
-}
-
-/// The code in a `grpc-status` header, if there is one.
-fn status_code(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .parse::<i32>()
-        .ok()?;
-    Some(Code::from_i32(value))
-}
-
-/// Tower layer that records every RPC in [`RpcMetrics`].
-#[derive(Clone)]
-pub struct RpcMetricsLayer(pub RpcMetrics);
-
-impl<S> Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RpcMetricsService {
-            inner,
-            metrics: self.0.clone(),
+    /// Starts timing a request for `path`; finish the returned record with its status code.
+    pub fn start(&self, path: &str) -> RpcRecord {
+        let series = self.methods.get(path).unwrap_or(&self.unknown).clone();
+        RpcRecord {
+            handled: self.handled.clone(),
+            series,
+            started: Instant::now(),
         }
     }
 }
 
-/// The service [`RpcMetricsLayer`] wraps around the router.
-#[derive(Clone)]
-pub struct RpcMetricsService<S> {
-    inner: S,
-    metrics: RpcMetrics,
-}
-
-impl<S, B> Service<http::Request<B>> for RpcMetricsService<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = RpcMetricsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = self.metrics.labels(request.uri().path());
-        RpcMetricsFuture {
-            inner: self.inner.call(request),
-            record: Some(Record {
-                metrics: self.metrics.clone(),
-                method,
-                started: Instant::now(),
-            }),
-        }
-    }
-}
-
-/// One RPC's pending measurement: taken exactly once, when its status is known (or, dropped
-/// before that, as CANCELLED: the client went away or the connection closed).
-struct Record {
-    metrics: RpcMetrics,
-    method: MethodLabels,
+/// One RPC being timed ([`RpcMetrics::start`]); [`finish`](Self::finish) it exactly once.
+pub struct RpcRecord {
+    handled: Family<HandledLabels, Counter>,
+    series: MethodSeries,
     started: Instant,
 }
 
-impl Record {
-    fn finish(self, code: Code) {
-        self.metrics.record(&self.method, code, self.started);
-    }
-}
-
-/// Records CANCELLED for an RPC whose response or body was dropped before its status.
-struct Pending(Option<Record>);
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Some(record) = self.0.take() {
-            record.finish(Code::Cancelled);
+impl RpcRecord {
+    /// Counts the RPC under `code` and records how long it took.
+    pub fn finish(self, code: Code) {
+        let MethodSeries {
+            labels,
+            latency,
+            ok,
+        } = &self.series;
+        if code == Code::Ok {
+            ok.inc();
+        } else {
+            self.handled
+                .get_or_create(&HandledLabels {
+                    grpc_service: labels.grpc_service,
+                    grpc_method: labels.grpc_method,
+                    grpc_code: code_reason(code),
+                })
+                .inc();
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response of [`RpcMetricsService`].
-    pub struct RpcMetricsFuture<F> {
-        #[pin]
-        inner: F,
-        record: Option<Record>,
-    }
-
-    impl<F> PinnedDrop for RpcMetricsFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            drop(Pending(this.project().record.take()));
-        }
-    }
-}
-
-impl<F, E> Future for RpcMetricsFuture<F>
-where
-    F: Future<Output = Result<http::Response<Body>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        let Some(record) = this.record.take() else {
-            return Poll::Ready(result);
-        };
-        let response = match result {
-            Ok(response) => response,
-            Err(error) => {
-                record.finish(Code::Internal);
-                return Poll::Ready(Err(error));
-            }
-        };
-        if let Some(code) = status_code(response.headers()) {
-            // Trailers-only: the status is already known.
-            record.finish(code);
-            return Poll::Ready(Ok(response));
-        }
-        Poll::Ready(Ok(response.map(|inner| {
-            Body::new(RpcMetricsBody {
-                inner,
-                pending: Pending(Some(record)),
-            })
-        })))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that records its RPC when the trailers (or the end) arrive.
-    struct RpcMetricsBody {
-        #[pin]
-        inner: Body,
-        pending: Pending,
-    }
-}
-
-impl http_body::Body for RpcMetricsBody {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        let code = match &frame {
-            Some(Ok(frame)) => frame
-                .trailers_ref()
-                .map(|t| status_code(t).unwrap_or(Code::Unknown)),
-            Some(Err(status)) => Some(status.code()),
-            None => Some(Code::Unknown),
-        };
-        if let Some(code) = code
-            && let Some(record) = this.pending.0.take()
-        {
-            record.finish(code);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        latency.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -539,14 +402,11 @@ mod tests {
     fn only_declared_methods_get_their_own_series() {
         let mut registry = Registry::default();
         let metrics = RpcMetrics::register(&mut registry, &[]);
-        let started = Instant::now();
-        metrics.record(
-            &metrics.labels("/grpc.health.v1.Health/Check"),
-            Code::Ok,
-            started,
-        );
-        metrics.record(&metrics.labels("/evil/x1"), Code::Unimplemented, started);
-        metrics.record(&metrics.labels("/evil/x2"), Code::Unimplemented, started);
+        metrics
+            .start("/grpc.health.v1.Health/Check")
+            .finish(Code::Ok);
+        metrics.start("/evil/x1").finish(Code::Unimplemented);
+        metrics.start("/evil/x2").finish(Code::Unimplemented);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
