@@ -13,6 +13,7 @@ use super::{
     conn::{Connections, TrackLayer},
     deadline::DeadlineLayer,
     error_info::ErrorInfoLayer,
+    trace::TraceLayer,
     wire::PreEncodedLayer,
 };
 
@@ -115,6 +116,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
         .layer(TrackLayer)
+        // Outside the layers that may answer themselves, so their statuses are on the span too.
+        .layer(TraceLayer)
         .layer(ErrorInfoLayer::new(options.error_domain))
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
