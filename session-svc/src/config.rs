@@ -252,6 +252,12 @@ pub struct Config {
     /// Private key (PEM) of `--store-tls-cert`.
     #[arg(long, env = "SESSION_STORE_TLS_KEY", requires = "store_tls_cert")]
     pub store_tls_key: Option<PathBuf>,
+
+    /// OTLP/gRPC receiver traces are exported to, `http://HOST:PORT` (an OpenTelemetry
+    /// Collector, Jaeger on 4317); unset, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is used
+    /// if set, else tracing is off.
+    #[arg(long, env = "SESSION_OTLP_ENDPOINT", value_parser = kit::trace::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
