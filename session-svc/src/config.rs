@@ -386,6 +386,7 @@ mod tests {
         assert_eq!(unbatched.store_batching(), None);
         assert!(config.server_tls().unwrap().is_none());
         assert!(config.store_tls().unwrap().is_none());
+        assert_eq!(config.otlp_endpoint, None);
     }
 
     #[test]
@@ -435,6 +436,8 @@ mod tests {
             ["--max-watchers", "0"],
             ["--max-watchers-per-key", "0"],
             ["--watch-max-lifetime", "forever"],
+            ["--otlp-endpoint", "https://collector:4317"],
+            ["--otlp-endpoint", "collector:4317"],
         ] {
             assert!(
                 Config::try_parse_from(["session-svc", bad[0], bad[1]]).is_err(),
