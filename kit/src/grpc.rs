@@ -14,6 +14,7 @@ use super::{
     deadline::DeadlineLayer,
     error_info::StatusLayer,
     metrics::RpcMetrics,
+    trace::TraceLayer,
     wire::PreEncodedLayer,
 };
 
@@ -118,6 +119,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT.min(options.keepalive_interval)))
         .layer(TrackLayer)
+        // Outside the layers that may answer themselves, so their statuses are on the span too.
+        .layer(TraceLayer)
         .layer(StatusLayer::new(
             options.error_domain,
             options.rpc_metrics.clone(),

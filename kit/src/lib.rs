@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod wire;

@@ -252,6 +252,12 @@ pub struct Config {
     /// Private key (PEM) of `--store-tls-cert`.
     #[arg(long, env = "SESSION_STORE_TLS_KEY", requires = "store_tls_cert")]
     pub store_tls_key: Option<PathBuf>,
+
+    /// OTLP/gRPC receiver traces are exported to, `http://HOST:PORT` (an OpenTelemetry
+    /// Collector, Jaeger on 4317); unset, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is used
+    /// if set, else tracing is off.
+    #[arg(long, env = "SESSION_OTLP_ENDPOINT", value_parser = kit::trace::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -380,6 +386,7 @@ mod tests {
         assert_eq!(unbatched.store_batching(), None);
         assert!(config.server_tls().unwrap().is_none());
         assert!(config.store_tls().unwrap().is_none());
+        assert_eq!(config.otlp_endpoint, None);
     }
 
     #[test]
@@ -429,6 +436,8 @@ mod tests {
             ["--max-watchers", "0"],
             ["--max-watchers-per-key", "0"],
             ["--watch-max-lifetime", "forever"],
+            ["--otlp-endpoint", "https://collector:4317"],
+            ["--otlp-endpoint", "collector:4317"],
         ] {
             assert!(
                 Config::try_parse_from(["session-svc", bad[0], bad[1]]).is_err(),

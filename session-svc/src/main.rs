@@ -17,7 +17,18 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    kit::telemetry::init(config.log_format);
+    let otlp_endpoint = kit::trace::endpoint(config.otlp_endpoint.as_deref());
+    let telemetry = match kit::telemetry::init_with_traces(
+        config.log_format,
+        otlp_endpoint.as_deref(),
+        "session-svc",
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("session-svc: {error}");
+            return ExitCode::from(cli::EX_USAGE);
+        }
+    };
     let listen = config.listen;
     let server = match SessionServer::new(config) {
         Ok(server) => server,
@@ -30,5 +41,8 @@ async fn main() -> ExitCode {
         Ok(bound) => bound,
         Err(code) => return code,
     };
-    cli::exit_code(server.serve(listener, shutdown).await)
+    let served = server.serve(listener, shutdown).await;
+    // After the drain: the last requests' spans are flushed, for a second at most.
+    telemetry.shutdown().await;
+    cli::exit_code(served)
 }

@@ -98,6 +98,12 @@ pub struct Config {
     /// needs `--tls-cert` and `--tls-key`. Off: any client that can connect is served.
     #[arg(long, env = "STORE_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
     pub tls_client_ca: Option<PathBuf>,
+
+    /// OTLP/gRPC receiver traces are exported to, `http://HOST:PORT` (an OpenTelemetry
+    /// Collector, Jaeger on 4317); unset, the standard `OTEL_EXPORTER_OTLP_ENDPOINT` is used
+    /// if set, else tracing is off.
+    #[arg(long, env = "STORE_OTLP_ENDPOINT", value_parser = kit::trace::parse_endpoint)]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {

@@ -456,7 +456,7 @@ impl<E: Entity> Actor<E> {
         if !matches!(envelope.msg, Msg::Describe(_)) {
             return Some(envelope);
         }
-        let Envelope { msg, deadline } = *envelope;
+        let Envelope { msg, deadline, .. } = *envelope;
         if let Msg::Describe(reply) = msg
             && !deadline.expired()
         {
@@ -493,9 +493,13 @@ impl<E: Entity> Actor<E> {
         &mut self,
         envelope: Box<Envelope<E>>,
     ) -> CatchUnwind<impl Future<Output = ()> + Send + '_> {
-        // A span per message rather than per actor: an idle actor then holds no span.
-        let span = tracing::debug_span!("actor", kind = E::KIND, key = %self.key);
-        CatchUnwind::new(self.handle(envelope).instrument(span))
+        // A span per message rather than per actor: an idle actor then holds no span. It is
+        // the child of the sender's span, and the message is handled inside both: with the
+        // debug span off, the sender's is still current, so the actor's log lines and store
+        // calls are in the sender's trace.
+        let sender = envelope.span.clone();
+        let span = tracing::debug_span!(parent: &sender, "actor", kind = E::KIND, key = %self.key);
+        CatchUnwind::new(self.handle(envelope).instrument(span).instrument(sender))
     }
 
     /// After a crash: discard the state (the next message reloads it), or quarantine the key
@@ -543,7 +547,7 @@ impl<E: Entity> Actor<E> {
     }
 
     async fn handle(&mut self, envelope: Box<Envelope<E>>) {
-        let Envelope { msg, deadline } = *envelope;
+        let Envelope { msg, deadline, .. } = *envelope;
         match msg {
             Msg::Job(job) => job.run(self, deadline).await,
             Msg::Watch(reply) => {

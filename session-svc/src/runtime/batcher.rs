@@ -17,6 +17,12 @@
 //! [`Error::OutcomeUnknown`]'s UNAVAILABLE when it was sent and no answer came in time. The
 //! store gets a deadline a margin ahead of the caller's ([`store_deadline`]), so that its own
 //! "not applied" can still reach the caller in time.
+//!
+//! Traces: each write remembers the span it was queued in (its request's). One `BatchWrite`
+//! serves many requests but a span has one parent, so the batch gets a client span
+//! `store.v1.StoreService/BatchWrite` that is the child of the first write's request span and
+//! carries a span link to every other request's span; store-svc's server span of the call is
+//! its child. The first request's trace shows the whole call; the others show it by link.
 
 use std::{
     sync::{
@@ -33,6 +39,7 @@ use proto::store::v1::{
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::{Code, Request, Status, transport::Channel};
+use tracing::Instrument as _;
 
 use super::{
     link::StoreLink,
@@ -74,6 +81,8 @@ struct Queued {
     claim: Arc<Claim>,
     /// Where its result goes.
     reply: oneshot::Sender<Result<Versions, Status>>,
+    /// The span it was queued in: its request's ([`kit::trace::client_span`]).
+    span: tracing::Span,
 }
 
 /// The deadline the store gets for a write whose caller must be answered by `deadline`: a
@@ -144,6 +153,7 @@ impl Batcher {
             deadline,
             claim: claim.clone(),
             reply,
+            span: tracing::Span::current(),
         };
         match tokio::time::timeout_at(deadline.instant(), self.queue.send(queued)).await {
             Ok(Ok(())) => {}
@@ -237,15 +247,21 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
     let chunk = chunk.into_iter().filter(|queued| queued.claim.start());
     if shared.no_batch_write.load(Ordering::Relaxed) {
         for queued in chunk {
-            tokio::spawn(send_alone(
-                shared.client.clone(),
-                shared.link.clone(),
-                queued,
-            ));
+            // In the write's own span: the call carries its request's trace context.
+            let span = queued.span.clone();
+            tokio::spawn(
+                send_alone(shared.client.clone(), shared.link.clone(), queued).instrument(span),
+            );
         }
         return;
     }
+    let chunk: Vec<Queued> = chunk.collect();
+    let span = kit::trace::client_span(
+        "store.v1.StoreService/BatchWrite",
+        chunk.iter().map(|queued| &queued.span),
+    );
     let (writes, waiting): (Vec<_>, Vec<_>) = chunk
+        .into_iter()
         .map(|queued| (queued.write, (queued.deadline, queued.reply)))
         .unzip();
     let Some(latest) = waiting.iter().map(|(deadline, _)| deadline.instant()).max() else {
@@ -261,9 +277,12 @@ async fn send(shared: &Shared, chunk: Vec<Queued>) {
     // The call lives as long as its longest-lived write; each write's own deadline travels
     // inside it and the store applies the earlier of the two.
     request.set_timeout(latest.saturating_duration_since(tokio::time::Instant::now()));
+    kit::trace::inject(&span, request.metadata_mut());
     let mut client = shared.client.clone();
     let ticket = shared.link.ticket();
-    let outcome = tokio::time::timeout_at(latest, client.batch_write(request)).await;
+    let outcome = tokio::time::timeout_at(latest, client.batch_write(request))
+        .instrument(span)
+        .await;
     let results = match outcome {
         Ok(Ok(response)) => {
             shared.link.answered(ticket);
@@ -381,6 +400,7 @@ mod tests {
             deadline: Deadline::after(Duration::from_secs(1)),
             claim: Arc::default(),
             reply: oneshot::channel().0,
+            span: tracing::Span::none(),
         }
     }
 

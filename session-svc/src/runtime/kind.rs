@@ -130,12 +130,16 @@ pub(super) type Watching<E> = (
     broadcast::Receiver<<E as Entity>::Snapshot>,
 );
 
-/// A message with the deadline of the request that sent it.
+/// A message with the deadline and the span of the request that sent it.
 pub(super) struct Envelope<E: Entity> {
     /// What to do.
     pub msg: Msg<E>,
     /// When the sender stops waiting; past it, the message is dropped unexecuted.
     pub deadline: Deadline,
+    /// The sender's span (its request's server span, see `kit::trace`), which the actor
+    /// handles the message in: its logs and store calls belong to the sender's trace.
+    /// [`tracing::Span::none`] for messages no request sent (timers, reminders, the admin's).
+    pub span: tracing::Span,
 }
 
 /// One activation of one key: what the registry holds and the actor task shares.
@@ -461,6 +465,7 @@ impl<E: Entity> Kind<E> {
             let envelope = Box::new(Envelope {
                 msg,
                 deadline: Deadline::after(budget),
+                span: tracing::Span::none(),
             });
             if let Err(refused) = cell.mailbox.push(envelope) {
                 let why = match refused {
@@ -572,7 +577,14 @@ impl<E: Entity> Kind<E> {
 
     fn send(&self, key: &str, msg: Msg<E>, deadline: Deadline) -> Result<(), Error> {
         validate_key(E::KEY_FIELD, key)?;
-        let mut envelope = Box::new(Envelope { msg, deadline });
+        // The current span: the request's, when a request sends this (cheap when there is
+        // none, as with tracing off and no traceparent).
+        let span = tracing::Span::current();
+        let mut envelope = Box::new(Envelope {
+            msg,
+            deadline,
+            span,
+        });
         // A closed mailbox means the actor stopped between lookup and push, and the registry
         // replaced or removed its entry in the same step: the next lookup sees that. Twice in
         // a row is a passivation race, three times something else.
@@ -985,6 +997,7 @@ impl<E: Entity> Table for Inner<E> {
             let envelope = Box::new(Envelope {
                 msg: Msg::Describe(reply),
                 deadline,
+                span: tracing::Span::none(),
             });
             // Pushed under the shard lock, which every close of a live entry's mailbox also
             // holds: the entry just read is the actor that gets the question. A full mailbox
@@ -1018,6 +1031,7 @@ impl<E: Entity> Table for Inner<E> {
         let envelope = Box::new(Envelope {
             msg: Msg::Crash,
             deadline: Deadline::after(self.settings.retry_after.max(Duration::from_secs(5))),
+            span: tracing::Span::none(),
         });
         cell.mailbox.push(envelope).is_ok()
     }

@@ -412,13 +412,16 @@ fn memory_scan(
     (entries, next)
 }
 
-/// A request carrying the deadline both ways the store understands.
+/// A request carrying the deadline both ways the store understands, and the trace context of
+/// the request it is made for (the current span's, when tracing is on), so store-svc's span
+/// of the call is a child of the span that made it.
 pub(super) fn bounded<T>(message: T, deadline: Deadline) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(deadline.remaining());
     if let Ok(value) = MetadataValue::try_from(deadline.unix_ms().to_string()) {
         request.metadata_mut().insert(ABSOLUTE_HEADER, value);
     }
+    kit::trace::inject_current(request.metadata_mut());
     request
 }
 
