@@ -135,7 +135,7 @@ fn percent_decode(value: &[u8]) -> String {
 }
 
 /// The code in a `grpc-status` header, if there is one.
-fn status_code(headers: &HeaderMap) -> Option<Code> {
+pub fn status_code(headers: &HeaderMap) -> Option<Code> {
     let value = headers
         .get(STATUS_HEADER)?
         .to_str()

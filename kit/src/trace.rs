@@ -212,15 +212,10 @@ fn record_status(span: &Span, headers: &http::HeaderMap) {
     if !enabled() || span.is_none() {
         return;
     }
-    let Some(code) = headers
-        .get(STATUS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    let Some(code) = crate::error_info::status_code(headers) else {
         return;
     };
-    span.set_attribute("rpc.grpc.status_code", i64::from(code));
-    let code = Code::from_i32(code);
+    span.set_attribute("rpc.grpc.status_code", code as i64);
     if matches!(
         code,
         Code::Unknown
