@@ -10,7 +10,7 @@ use tonic::{
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::{
-    conn::{Connections, TrackLayer},
+    conn::{ConnectionLimits, Connections, TrackLayer},
     deadline::DeadlineLayer,
     error_info::StatusLayer,
     metrics::RpcMetrics,
@@ -18,16 +18,26 @@ use super::{
     wire::PreEncodedLayer,
 };
 
+/// What [`base_routes`] builds.
+pub struct Base {
+    /// Health and reflection, to which the server adds its own services.
+    pub routes: Routes,
+    /// Sets each service's health (the overall service `""` starts SERVING).
+    pub health: HealthReporter,
+    /// The same health service alone, for a plaintext probe port ([`spawn_health_port`]).
+    pub health_only: Routes,
+}
+
 /// Health (`grpc.health.v1`) and reflection (`grpc.reflection.v1` and `v1alpha`, so grpcurl of
 /// any age can list and call) over the given encoded descriptor sets and `google/rpc/*.proto`
 /// (so a client resolves the error details, `google.rpc.BadRequest` and the rest), listing only
 /// `service_names` and the health service: the descriptor sets describe both servers, and a
-/// client must not be shown a service this server does not run. The health reporter starts
-/// with the overall service `""` SERVING; callers add their own services' status.
+/// client must not be shown a service this server does not run. Callers add their own
+/// services' health status.
 pub fn base_routes(
     descriptor_sets: &[&'static [u8]],
     service_names: &[&str],
-) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+) -> Result<Base, tonic_reflection::server::Error> {
     let reflection = || {
         let builder = descriptor_sets.iter().fold(
             tonic_reflection::server::Builder::configure()
@@ -40,11 +50,64 @@ pub fn base_routes(
             .iter()
             .fold(builder, |builder, name| builder.with_service_name(*name))
     };
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let routes = Routes::new(health)
+    let (health, service) = tonic_health::server::health_reporter();
+    let health_only = Routes::new(service.clone());
+    let routes = Routes::new(service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    Ok((routes, reporter))
+    Ok(Base {
+        routes,
+        health,
+        health_only,
+    })
+}
+
+/// Stops the health port when dropped.
+pub struct HealthPort(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for HealthPort {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Connections the health port serves at once: probes, not clients.
+const HEALTH_PORT_CONNECTIONS: usize = 16;
+
+/// Serves `health_only` ([`Base::health_only`]) in plaintext on `addr`, when set, until the
+/// returned handle is dropped: for probes that cannot speak the main port's TLS (the
+/// kubelet's gRPC probe presents no client certificate). It answers the same statuses as the
+/// main port, NOT_SERVING through the drain included, and nothing but health. Its connections
+/// are bounded like the main port's: a few at once, closed when silent or idle.
+pub async fn spawn_health_port(
+    addr: Option<std::net::SocketAddr>,
+    health_only: Routes,
+) -> anyhow::Result<HealthPort> {
+    let Some(addr) = addr else {
+        return Ok(HealthPort(None));
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for health checks on {addr}: {e}"))?;
+    let connections = Connections::new(ConnectionLimits {
+        max_connections: HEALTH_PORT_CONNECTIONS,
+        first_request_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
+    });
+    let incoming = connections.incoming(listener, TCP_KEEPALIVE);
+    let task = tokio::spawn(async move {
+        let served = Server::builder()
+            .layer(TrackLayer)
+            .add_routes(health_only)
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the health port stopped");
+        }
+    });
+    Ok(HealthPort(Some(task)))
 }
 
 /// How a server is exposed: its names, deadlines, drain, and transport security.

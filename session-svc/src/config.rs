@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "SESSION_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Address of a plaintext gRPC port serving only `grpc.health.v1.Health`, for probes that
+    /// cannot speak the main port's TLS (Kubernetes' gRPC probes); off when not set.
+    #[arg(long, env = "SESSION_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Log line format on stderr.
     #[arg(long, env = "SESSION_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -132,8 +132,12 @@ impl SessionServer {
         let deadline = config.default_deadline;
         let sweep = Arc::new(sweeper::Progress::default());
         let jobs = Jobs::new(todos.store().clone(), todos.clone(), config.job_settings());
-        let (routes, health) =
-            kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &SERVICE_NAMES)?;
+        let kit::grpc::Base {
+            routes,
+            health,
+            health_only,
+        } = kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &SERVICE_NAMES)?;
+        let _health_port = kit::grpc::spawn_health_port(config.health_listen, health_only).await?;
         for name in SERVICE_NAMES {
             health
                 .set_service_status(name, tonic_health::ServingStatus::Serving)

@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, env = "STORE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Address of a plaintext gRPC port serving only `grpc.health.v1.Health`, for probes that
+    /// cannot speak the main port's TLS (Kubernetes' gRPC probes); off when not set.
+    #[arg(long, env = "STORE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Log line format on stderr.
     #[arg(long, env = "STORE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -121,8 +121,12 @@ impl StoreServer {
         let decode_limit = (2 * max_value + ENVELOPE_BYTES).max(4 * 1024 * 1024);
         let store = StoreServiceServer::new(api).max_decoding_message_size(decode_limit);
 
-        let (routes, health) =
-            kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &[SERVICE_NAME])?;
+        let kit::grpc::Base {
+            routes,
+            health,
+            health_only,
+        } = kit::grpc::base_routes(&[proto::FILE_DESCRIPTOR_SET], &[SERVICE_NAME])?;
+        let _health_port = kit::grpc::spawn_health_port(config.health_listen, health_only).await?;
         health
             .set_service_status(SERVICE_NAME, tonic_health::ServingStatus::Serving)
             .await;

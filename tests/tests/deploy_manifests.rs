@@ -74,21 +74,40 @@ const WORKLOADS: [&str; 5] = [
 // ---------------------------------------------------------------------------------------------
 // The checks.
 
-/// (a) Each probe checks the serving port: gRPC health where it is plaintext, TCP where TLS.
+/// (a) Each probe is a gRPC health check on a plaintext port that serves the health service:
+/// the serving port when it is plaintext, else the `--health-listen` port, which must be set
+/// (the kubelet's gRPC probe speaks no TLS and presents no client certificate).
 #[test]
-fn probes_check_health_on_the_serving_port() {
+fn probes_check_health_on_a_plaintext_health_port() {
     let Some(objects) = rendered() else { return };
     let mut problems = Vec::new();
     for container in containers(objects) {
         let help = BinaryHelp::of(&container.binary());
-        let port = container.serving_port(&help);
+        let serving = container.serving_port(&help);
         let where_ = container.label();
-        if !container.declared_ports().values().any(|&p| p == port) {
+        if !container.declared_ports().values().any(|&p| p == serving) {
             problems.push(format!(
-                "{where_}: serves on {port} (its --listen) but declares no containerPort {port}"
+                "{where_}: serves on {serving} (its --listen) but declares no containerPort {serving}"
             ));
         }
-        let tls = container.speaks_tls(&help);
+        let health = container.health_port(&help);
+        let port = match (container.speaks_tls(&help), health) {
+            (_, Some(health)) => health,
+            (false, None) => serving,
+            (true, None) => {
+                problems.push(format!(
+                    "{where_}: its port speaks TLS, which the kubelet's gRPC probe cannot: set \
+                     {} and probe that port",
+                    help.flag("health-listen").env()
+                ));
+                continue;
+            }
+        };
+        if !container.declared_ports().values().any(|&p| p == port) {
+            problems.push(format!(
+                "{where_}: serves health on {port} but declares no containerPort {port}"
+            ));
+        }
         for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
             let Some(probe) = container.spec.get(kind) else {
                 problems.push(format!("{where_}: no {kind}"));
@@ -98,37 +117,29 @@ fn probes_check_health_on_the_serving_port() {
                 .into_iter()
                 .filter(|handler| probe.get(*handler).is_some())
                 .collect();
-            let wanted = if tls { "tcpSocket" } else { "grpc" };
-            if handlers != [wanted] {
+            if handlers != ["grpc"] {
                 problems.push(format!(
-                    "{where_}: {kind} uses {handlers:?}; its port {} so it must be `{wanted}`",
-                    if tls {
-                        "speaks TLS, which the kubelet's gRPC probe cannot,"
-                    } else {
-                        "is plaintext gRPC with the health service,"
-                    }
+                    "{where_}: {kind} uses {handlers:?}; it must be a `grpc` health check"
                 ));
                 continue;
             }
-            let target = &probe[wanted]["port"];
+            let target = &probe["grpc"]["port"];
             match container.resolve_port(target) {
                 Some(p) if p == port => {}
                 Some(other) => problems.push(format!(
-                    "{where_}: {kind} probes port {other}, not the serving port {port}"
+                    "{where_}: {kind} probes port {other}, not the health port {port}"
                 )),
                 None => problems.push(format!(
                     "{where_}: {kind} probes port {target:?}, which is no declared port"
                 )),
             }
-            if !tls {
-                // The empty service is the whole server, which a drain turns NOT_SERVING.
-                let service = probe["grpc"].get("service").and_then(Value::as_str);
-                if !matches!(service, None | Some("")) {
-                    problems.push(format!(
-                        "{where_}: {kind} asks the health service about {service:?}; ask about \
-                         the whole server (no `service`), the status a drain flips"
-                    ));
-                }
+            // The empty service is the whole server, which a drain turns NOT_SERVING.
+            let service = probe["grpc"].get("service").and_then(Value::as_str);
+            if !matches!(service, None | Some("")) {
+                problems.push(format!(
+                    "{where_}: {kind} asks the health service about {service:?}; ask about \
+                     the whole server (no `service`), the status a drain flips"
+                ));
             }
         }
     }
@@ -582,6 +593,18 @@ impl Container<'_> {
             .parse::<SocketAddr>()
             .unwrap_or_else(|error| panic!("{}: {}={value}: {error}", self.label(), flag.env()))
             .port()
+    }
+
+    /// The plaintext health port, when the binary's `--health-listen` is set.
+    fn health_port(&self, help: &BinaryHelp) -> Option<u16> {
+        let flag = help.flag("health-listen");
+        let value = self.env_value(flag.env())??;
+        Some(
+            value
+                .parse::<SocketAddr>()
+                .unwrap_or_else(|error| panic!("{}: {}={value}: {error}", self.label(), flag.env()))
+                .port(),
+        )
     }
 
     /// Whether the serving port speaks TLS: the binary's `--tls-cert` is set.

@@ -386,3 +386,57 @@ fn unhex(text: &str) -> Vec<u8> {
         .map(|at| u8::from_str_radix(&text[at..at + 2], 16).expect("hex"))
         .collect()
 }
+
+#[tokio::test]
+async fn a_mutual_tls_store_answers_probes_on_its_plaintext_health_port_and_nothing_else() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let certs = DevCerts::temp();
+    let (cert, key) = certs.store_identity();
+    let health_addr = tests::load::free_loopback_addr().unwrap();
+    let store = spawn_store_with(
+        StoreOptions::new()
+            .tls(&cert, &key)
+            .tls_client_ca(certs.ca())
+            .arg("--health-listen")
+            .arg(health_addr.to_string()),
+    )
+    .await;
+    // The health port opens just after the main port announced itself: wait for it.
+    let endpoint = Channel::from_shared(format!("http://{health_addr}")).unwrap();
+    let mut attempts = 0;
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                eprintln!("health port not open yet: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("the health port never opened: {error}"),
+        }
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "store.v1.StoreService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service:?}");
+    }
+    // Only health: the store's API is not reachable through the plaintext port.
+    let mut client = StoreServiceClient::new(channel);
+    let refused = put(&mut client, NAMESPACE, "via-health-port", b"x".to_vec(), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+    // And the main port still refuses a client without a certificate.
+    let plain = Channel::from_shared(format!("http://{}", store.addr()))
+        .unwrap()
+        .connect()
+        .await;
+    assert_put_refused(plain, "plaintext-main-port", "plaintext on the mTLS port").await;
+}
