@@ -35,6 +35,8 @@
 //! - `proxy`: [`DelayProxy`], a TCP proxy that delays every chunk: a slow store on demand.
 //! - `lazyfs`: [`lazyfs::LazyFs`], a LazyFS mount whose unsynced bytes a test can drop: a
 //!   simulated power loss, which catches a missing fsync that SIGKILL alone cannot.
+//! - `postgres`: [`postgres::PostgresServer`], a throwaway PostgreSQL (initdb into a temp dir as
+//!   an unprivileged user, a free loopback port) for store-svc's PostgreSQL backend.
 //! - `tls`: [`tls::DevCerts`], a development CA and the services' certificates (what the
 //!   `devcerts` binary writes), and [`tls::tls_channel`], a client connection over (m)TLS.
 
@@ -44,6 +46,7 @@ pub mod grpcurl;
 pub mod lazyfs;
 pub mod ledger;
 pub mod load;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod python;

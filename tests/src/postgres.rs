@@ -1,0 +1,385 @@
+//! A throwaway PostgreSQL server for the store-svc tests on the PostgreSQL backend.
+//!
+//! [`PostgresServer::start`] finds Debian's server binaries (on PATH, else the newest
+//! `/usr/lib/postgresql/*/bin`; `.ci/postgres.sh` installs them when missing), `initdb`s a
+//! cluster into a temp directory, starts it on a free 127.0.0.1 port with durable settings
+//! (`synchronous_commit=on`, `fsync=on`) and stops it on drop. PostgreSQL refuses to run as
+//! root, so when the tests run as root every server command runs as the unprivileged `postgres`
+//! user (or `nobody` when there is none) through `runuser`, in a directory that user owns.
+//!
+//! [`shared_server`] hands out one server per test process while any test holds it, and
+//! [`PostgresServer::create_database`] gives each store its own database in it.
+
+use std::{
+    net::TcpListener,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail, ensure};
+use tempfile::TempDir;
+
+/// The database superuser `initdb` creates (trust authentication on loopback only).
+const SUPERUSER: &str = "kv";
+
+/// How long the server may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running throwaway PostgreSQL; stopped (fast shutdown) and deleted on drop.
+#[derive(Debug)]
+pub struct PostgresServer {
+    /// Where initdb, pg_ctl, psql and createdb are.
+    bin_dir: PathBuf,
+    /// `Some(user)` when commands run as that user (the tests run as root).
+    run_as: Option<String>,
+    /// The cluster's data directory (inside `_dir`).
+    data_dir: PathBuf,
+    /// The port it listens on, on 127.0.0.1.
+    port: u16,
+    /// Removed after the server stopped.
+    _dir: TempDir,
+}
+
+impl PostgresServer {
+    /// initdb into a new temp directory and start the server on a free loopback port.
+    pub fn start() -> anyhow::Result<Self> {
+        let bin_dir = find_bin_dir()?;
+        let run_as = if is_root()? {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("pg-")
+            .tempdir()
+            .context("creating the PostgreSQL temp directory")?;
+        if let Some(user) = &run_as {
+            let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .with_context(|| format!("chown {} to {user}", dir.path().display()))?;
+        }
+        let data_dir = dir.path().join("data");
+        let mut server = Self {
+            bin_dir,
+            run_as,
+            data_dir,
+            port: 0,
+            _dir: dir,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                server.data_dir.as_os_str(),
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                "--auth=trust".as_ref(),
+                "--encoding=UTF8".as_ref(),
+                // Byte order for text: the store's keys sort as sled sorts them. (The backend
+                // also declares its key column COLLATE "C", so this is belt and braces.)
+                "--no-locale".as_ref(),
+                // initdb's own fsyncs: only the server's must be real.
+                "--no-sync".as_ref(),
+            ],
+        )?;
+        // A port that was free a moment ago; another process may take it in between, so try a
+        // few times.
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            server.port = port;
+            match server.pg_ctl_start() {
+                Ok(()) => return Ok(server),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of `database` on this server, as store-svc's `--postgres-url` takes it.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
+            self.port
+        )
+    }
+
+    /// Creates `database` (no-op when it exists) and returns its URL.
+    pub fn create_database(&self, database: &str) -> anyhow::Result<String> {
+        ensure!(
+            database
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "database name {database:?}: use [a-z0-9_]"
+        );
+        let port = self.port.to_string();
+        let output = self.output(
+            "createdb",
+            &[
+                "-h".as_ref(),
+                "127.0.0.1".as_ref(),
+                "-p".as_ref(),
+                port.as_ref(),
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                database.as_ref(),
+            ],
+        )?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() && !stderr.contains("already exists") {
+            bail!("createdb {database} failed: {stderr}");
+        }
+        Ok(self.url(database))
+    }
+
+    /// Runs `psql -c sql` on `database` and returns its stdout (unaligned, tuples only).
+    pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
+        let port = self.port.to_string();
+        let output = self.output(
+            "psql",
+            &[
+                "-X".as_ref(),
+                "-A".as_ref(),
+                "-t".as_ref(),
+                "-v".as_ref(),
+                "ON_ERROR_STOP=1".as_ref(),
+                "-h".as_ref(),
+                "127.0.0.1".as_ref(),
+                "-p".as_ref(),
+                port.as_ref(),
+                "-U".as_ref(),
+                SUPERUSER.as_ref(),
+                "-d".as_ref(),
+                database.as_ref(),
+                "-c".as_ref(),
+                sql.as_ref(),
+            ],
+        )?;
+        ensure!(
+            output.status.success(),
+            "psql {sql:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn pg_ctl_start(&self) -> anyhow::Result<()> {
+        let socket_dir = self.data_dir.parent().expect("data dir has a parent");
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
+             -c synchronous_commit=on -c fsync=on -c max_connections=300",
+            self.port,
+            socket_dir.display()
+        );
+        let log = socket_dir.join("server.log");
+        let timeout = START_TIMEOUT.as_secs().to_string();
+        let started = Instant::now();
+        let result = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                self.data_dir.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-w".as_ref(),
+                "-t".as_ref(),
+                timeout.as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                "start".as_ref(),
+            ],
+        );
+        if let Err(error) = result {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!(
+                "pg_ctl start on port {} failed after {:?}: {error:#}\n{log}",
+                self.port,
+                started.elapsed()
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs a server binary (as the unprivileged user when we are root); fails unless it exits 0.
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+        let output = self.output(program, args)?;
+        ensure!(
+            output.status.success(),
+            "{program} exited with {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
+    fn output(&self, program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<Output> {
+        let binary = self.bin_dir.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut command = Command::new("runuser");
+                command.arg("-u").arg(user).arg("--").arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        command.args(args);
+        // The server's children inherit nothing of the test's environment that could point
+        // them elsewhere (PGHOST, PGDATA, ...).
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .output()
+            .with_context(|| format!("running {}", binary.display()))
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                self.data_dir.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ],
+        );
+    }
+}
+
+/// The server the tests of this process share, started on first use and stopped when the last
+/// holder drops it (a later test then starts a new one).
+pub fn shared_server() -> anyhow::Result<Arc<PostgresServer>> {
+    static SHARED: Mutex<Weak<PostgresServer>> = Mutex::new(Weak::new());
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = shared.upgrade() {
+        return Ok(server);
+    }
+    let server = Arc::new(PostgresServer::start()?);
+    *shared = Arc::downgrade(&server);
+    Ok(server)
+}
+
+/// The directory of `initdb` and `pg_ctl`: PATH, else the newest `/usr/lib/postgresql/*/bin`.
+pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("pg_ctl").is_file() {
+                // Debian links only some binaries onto PATH: use the real directory.
+                let real = std::fs::canonicalize(dir.join("initdb"))?;
+                let real_dir = real.parent().unwrap_or(&dir).to_path_buf();
+                if real_dir.join("createdb").is_file() && real_dir.join("psql").is_file() {
+                    return Ok(real_dir);
+                }
+                return Ok(dir);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "PostgreSQL's initdb and pg_ctl were not found on PATH or in /usr/lib/postgresql/*/bin; \
+             run `bash .ci/postgres.sh` (it installs Debian's postgresql package)"
+        ),
+    }
+}
+
+/// True when this process runs as root (the owner of `/proc/self` is our effective uid).
+fn is_root() -> anyhow::Result<bool> {
+    Ok(std::fs::metadata("/proc/self")
+        .context("reading /proc/self")?
+        .uid()
+        == 0)
+}
+
+/// `postgres` when that system user exists (Debian's package creates it), else `nobody`.
+fn unprivileged_user() -> anyhow::Result<String> {
+    for user in ["postgres", "nobody"] {
+        if id_of(user, "-u").is_ok() {
+            return Ok(user.to_owned());
+        }
+    }
+    bail!("neither a `postgres` nor a `nobody` user exists to run PostgreSQL as")
+}
+
+/// `id -u USER` or `id -g USER`.
+fn id_of(user: &str, flag: &str) -> anyhow::Result<u32> {
+    let output = Command::new("id").arg(flag).arg(user).output()?;
+    ensure!(output.status.success(), "no user {user}");
+    Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A database name for a store on `data_dir`: the same directory gives the same database, so
+/// a test that restarts a store on its data directory finds its data again.
+pub fn database_for(data_dir: &Path) -> String {
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut database: String = name
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() { c } else { '_' }
+        })
+        .collect();
+    database.insert_str(0, "store_");
+    database.truncate(60);
+    database
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throwaway_server_starts_serves_and_stops() {
+        let server = PostgresServer::start().unwrap();
+        server.create_database("probe").unwrap();
+        let answer = server.psql("probe", "SHOW synchronous_commit").unwrap();
+        assert_eq!(answer.trim(), "on");
+        let fsync = server.psql("probe", "SHOW fsync").unwrap();
+        assert_eq!(fsync.trim(), "on");
+        let data_dir = server.data_dir.clone();
+        drop(server);
+        assert!(!data_dir.exists(), "the cluster's directory is removed");
+    }
+
+    #[test]
+    fn database_names_follow_the_data_directory() {
+        assert_eq!(
+            database_for(Path::new("/tmp/store-data-AbC12")),
+            "store_store_data_abc12"
+        );
+    }
+}
