@@ -109,6 +109,32 @@ pub struct Config {
     /// if set, else tracing is off.
     #[arg(long, env = "STORE_OTLP_ENDPOINT", value_parser = kit::trace::parse_endpoint)]
     pub otlp_endpoint: Option<String>,
+
+    /// Where records live: `sled` (in `--data-dir`, this process only) or `postgres` (a
+    /// PostgreSQL-compatible database at `--postgres-url`; store-svc then keeps no state and may
+    /// run as several replicas).
+    #[arg(long, env = "STORE_BACKEND", value_enum, default_value = "sled")]
+    pub backend: BackendKind,
+
+    /// The database of `--backend postgres`, `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`
+    /// (no TLS yet). Required with that backend.
+    #[arg(long, env = "STORE_POSTGRES_URL", required_if_eq("backend", "postgres"))]
+    pub postgres_url: Option<String>,
+
+    /// Most connections to the database of `--backend postgres`; calls beyond it wait (at most
+    /// `--queue-size` of them, then RESOURCE_EXHAUSTED).
+    #[arg(long, env = "STORE_POSTGRES_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub postgres_pool_size: u32,
+}
+
+/// `--backend`: where the records live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// sled in `--data-dir`: group commit and fsync by this process.
+    Sled,
+    /// A PostgreSQL-compatible database at `--postgres-url`.
+    Postgres,
 }
 
 impl Config {
@@ -156,6 +182,23 @@ mod tests {
         assert_eq!(config.tls_cert, None);
         assert_eq!(config.namespaces, Namespaces::default());
         assert!(config.server_tls().unwrap().is_none());
+        assert_eq!(config.backend, BackendKind::Sled);
+        assert_eq!(config.postgres_url, None);
+    }
+
+    #[test]
+    fn the_postgres_backend_needs_a_url() {
+        let error = Config::try_parse_from(["store-svc", "--backend", "postgres"]).unwrap_err();
+        assert!(error.to_string().contains("--postgres-url"), "{error}");
+        let config = Config::try_parse_from([
+            "store-svc",
+            "--backend",
+            "postgres",
+            "--postgres-url",
+            "postgres://kv@127.0.0.1:5432/store",
+        ])
+        .unwrap();
+        assert_eq!(config.backend, BackendKind::Postgres);
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub enum Error {
     /// sled failed.
     #[error("storage failure: {0}")]
     Storage(#[from] sled::Error),
+    /// The SQL database (`--backend postgres`) cannot be reached, or the connection broke.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    /// The SQL database refused a statement for a reason other than a conflict or a timeout.
+    #[error("database failure: {0}")]
+    Database(String),
 }
 
 /// `google.rpc.ErrorInfo.reason` of an ABORTED version conflict.
@@ -124,6 +130,8 @@ impl Error {
             Self::Storage(sled::Error::Io(_)) => "STORAGE_IO",
             Self::Storage(sled::Error::Corruption { .. }) => "STORAGE_CORRUPT",
             Self::Storage(_) => "STORAGE_FAILURE",
+            Self::DatabaseUnavailable(_) => "DATABASE_UNAVAILABLE",
+            Self::Database(_) => "DATABASE_FAILURE",
         }
     }
 
@@ -136,9 +144,11 @@ impl Error {
             Self::VersionConflict { .. } => Code::Aborted,
             Self::QueueFull { .. } => Code::ResourceExhausted,
             Self::DeadlineExceeded => Code::DeadlineExceeded,
-            Self::ShuttingDown | Self::Storage(sled::Error::Io(_)) => Code::Unavailable,
+            Self::ShuttingDown
+            | Self::Storage(sled::Error::Io(_))
+            | Self::DatabaseUnavailable(_) => Code::Unavailable,
             Self::Storage(sled::Error::Corruption { .. }) => Code::DataLoss,
-            Self::Storage(_) => Code::Internal,
+            Self::Storage(_) | Self::Database(_) => Code::Internal,
         }
     }
 
@@ -189,6 +199,11 @@ mod tests {
                 Error::Storage(sled::Error::Io(std::io::Error::other("disk"))),
                 Code::Unavailable,
             ),
+            (
+                Error::DatabaseUnavailable("connection refused".into()),
+                Code::Unavailable,
+            ),
+            (Error::Database("syntax error".into()), Code::Internal),
         ];
         for (error, code) in cases {
             assert_eq!(error.code(), code, "{error:?}");

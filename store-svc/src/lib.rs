@@ -13,6 +13,8 @@
 //! - [`db`]: sled trees per namespace, `version || value` records, the version check.
 //! - [`writer`]: the single writer thread: bounded queue → batch → one flush → answers.
 //! - [`durable`]: the fsync after each flush that makes "flushed" survive a power loss.
+//! - [`backend`]: sled (the above) or [`pg`], a PostgreSQL-compatible database
+//!   (`--backend postgres`), behind one enum.
 //! - [`service`]: the `store.v1.StoreService` handlers.
 //! - [`error`]: the error enum and its one mapping to gRPC codes.
 //! - [`metrics`]: what `/metrics` shows.
@@ -25,12 +27,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 pub mod db;
 pub mod durable;
 pub mod error;
 pub mod metrics;
 pub mod namespaces;
+pub mod pg;
 pub mod service;
 pub mod validate;
 pub mod writer;
@@ -43,10 +47,16 @@ use tonic::transport::ServerTlsConfig;
 
 pub use crate::config::Config;
 use crate::{
+    backend::Backend,
+    config::BackendKind,
     db::Db,
+    pg::PgStore,
     service::StoreApi,
-    writer::{Writer, WriterThread},
+    writer::{Writer, WriterGauge, WriterThread},
 };
+
+/// How long store-svc may take at start-up to reach the database and create its table.
+const POSTGRES_STARTUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The full name of the store service, as health checks and reflection know it.
 pub const SERVICE_NAME: &str = "store.v1.StoreService";
@@ -59,12 +69,10 @@ const ENVELOPE_BYTES: usize = 256 * 1024;
 pub struct StoreServer {
     /// The settings it was opened with.
     config: Config,
-    /// Shared by the handlers (reads) and the writer (writes).
-    db: Arc<Db>,
-    /// The handlers' path to the writer thread.
-    writer: Writer,
-    /// Joined after the drain, for the final flush.
-    writer_thread: WriterThread,
+    /// sled with its writer, or PostgreSQL.
+    backend: Backend,
+    /// The sled writer, joined after the drain for the final flush (`None` with PostgreSQL).
+    writer_thread: Option<WriterThread>,
     /// TLS on the gRPC port, checked at open (`None`: plaintext).
     tls: Option<ServerTlsConfig>,
 }
@@ -78,22 +86,37 @@ impl StoreServer {
     pub fn open(config: Config) -> anyhow::Result<Self> {
         // Before the database: a bad certificate must not even take sled's lock.
         let tls = config.server_tls()?;
-        let db = Db::open(&config.data_dir, config.namespaces.clone()).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the database in {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
-        let db = Arc::new(db);
-        let (writer, writer_thread) = Writer::start(
-            db.clone(),
-            config.queue_size as usize,
-            config.max_batch as usize,
-        );
+        let (backend, writer_thread) = match config.backend {
+            BackendKind::Sled => {
+                let db = Db::open(&config.data_dir, config.namespaces.clone()).map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the database in {}: {e}",
+                        config.data_dir.display()
+                    )
+                })?;
+                let db = Arc::new(db);
+                let (writer, writer_thread) = Writer::start(
+                    db.clone(),
+                    config.queue_size as usize,
+                    config.max_batch as usize,
+                );
+                (Backend::Sled { db, writer }, Some(writer_thread))
+            }
+            BackendKind::Postgres => {
+                let url = config.postgres_url.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!("--backend postgres needs --postgres-url")
+                })?;
+                let pg = PgStore::new(
+                    url,
+                    config.postgres_pool_size as usize,
+                    config.queue_size as usize,
+                )?;
+                (Backend::Postgres(Arc::new(pg)), None)
+            }
+        };
         Ok(Self {
             config,
-            db,
-            writer,
+            backend,
             writer_thread,
             tls,
         })
@@ -108,13 +131,36 @@ impl StoreServer {
     ) -> anyhow::Result<()> {
         let Self {
             config,
-            db,
-            writer,
+            backend,
             writer_thread,
             tls,
         } = self;
+        if let Backend::Postgres(pg) = &backend {
+            // Reach the database and create the table before serving the first request.
+            tokio::time::timeout(POSTGRES_STARTUP_TIMEOUT, pg.prepare(POSTGRES_STARTUP_TIMEOUT))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the database did not answer within {POSTGRES_STARTUP_TIMEOUT:?}")
+                })??;
+        }
+        let gauge = match &backend {
+            Backend::Sled { writer, .. } => writer.gauge(),
+            Backend::Postgres(pg) => {
+                let (permits, capacity) = pg.queue_gauge();
+                WriterGauge::of_permits(pg.stats().clone(), permits, capacity)
+            }
+        };
+        let pg = match &backend {
+            Backend::Postgres(pg) => Some(pg.clone()),
+            Backend::Sled { .. } => None,
+        };
         let max_value = config.max_value_bytes as usize;
-        let api = StoreApi::new(db, writer.clone(), max_value, config.default_deadline);
+        let api = StoreApi::new(
+            backend,
+            config.namespaces.clone(),
+            max_value,
+            config.default_deadline,
+        );
         // A value up to twice the limit still decodes, so that it gets our precise
         // INVALID_ARGUMENT naming `value` rather than the transport's generic size error; a
         // commit may carry two values' worth.
@@ -137,11 +183,10 @@ impl StoreServer {
         let rpc_metrics =
             kit::metrics::RpcMetrics::register(&mut registry, &[proto::FILE_DESCRIPTOR_SET]);
         registry.register_collector(Box::new(metrics::StoreMetrics::new(
-            writer.gauge(),
+            gauge,
             connections.clone(),
         )));
         let _metrics = kit::metrics::spawn(config.metrics_listen, Arc::new(registry)).await?;
-        drop(writer);
 
         let addr = listener.local_addr()?;
         if kit::tls::open_to_anyone(addr, config.tls_client_ca.is_some()) {
@@ -156,6 +201,7 @@ impl StoreServer {
             %addr,
             tls = tls.is_some(),
             mutual_tls = config.tls_client_ca.is_some(),
+            backend = ?config.backend,
             data_dir = %config.data_dir.display(),
             namespaces = %config.namespaces,
             "store-svc serving"
@@ -189,11 +235,15 @@ impl StoreServer {
             .unwrap_or_else(tokio::time::Instant::now)
             + grace;
         // The router (and with it every queue sender) is gone: the writer drains and flushes.
-        if tokio::time::timeout_at(cutoff, writer_thread.join())
-            .await
-            .is_err()
+        if let Some(writer_thread) = writer_thread
+            && tokio::time::timeout_at(cutoff, writer_thread.join())
+                .await
+                .is_err()
         {
             tracing::error!("the writer did not finish within the grace period");
+        }
+        if let Some(pg) = pg {
+            pg.close();
         }
         served?;
         tracing::info!("store-svc stopped");

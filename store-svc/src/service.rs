@@ -1,12 +1,9 @@
-//! `store.v1.StoreService`: validation at the edge, reads on the blocking pool, writes through
-//! the group-commit writer. Every namespace a request names, in any field, must be one the
+//! `store.v1.StoreService`: validation at the edge, then the backend (`backend.rs`): sled with
+//! reads on the blocking pool and writes through the group-commit writer, or PostgreSQL. Every namespace a request names, in any field, must be one the
 //! store serves ([`Namespaces::check`](crate::namespaces::Namespaces::check)) before the
 //! request goes further.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kit::{deadline::Deadline, echo::echo};
 use proto::store::v1::{
@@ -18,19 +15,20 @@ use proto::store::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    db::{Change, Db, Write},
+    backend::{Backend, Queued},
+    db::{Change, Write},
     error::Error,
+    namespaces::Namespaces,
     validate::{self, PageToken},
-    writer::{Pending, Writer},
 };
 
 /// The gRPC face of the store.
 #[derive(Clone)]
 pub struct StoreApi {
-    /// For reads; writes go through `writer`.
-    db: Arc<Db>,
-    /// The only path to a write.
-    writer: Writer,
+    /// Where records live: sled through the writer, or PostgreSQL.
+    backend: Backend,
+    /// The namespaces served, checked before a request reaches the backend.
+    namespaces: Namespaces,
     /// Largest value a Put may carry.
     max_value_bytes: usize,
     /// Deadline of requests that did not pass through the deadline layer.
@@ -38,44 +36,31 @@ pub struct StoreApi {
 }
 
 impl StoreApi {
-    /// A service over `db`, writing through `writer`.
+    /// A service over `backend`, serving `namespaces`.
     pub fn new(
-        db: Arc<Db>,
-        writer: Writer,
+        backend: Backend,
+        namespaces: Namespaces,
         max_value_bytes: usize,
         default_deadline: Duration,
     ) -> Self {
         Self {
-            db,
-            writer,
+            backend,
+            namespaces,
             max_value_bytes,
             default_deadline,
         }
     }
 
-    /// Runs a sled read on the blocking pool, unless the deadline already passed.
-    async fn read<T: Send + 'static>(
-        &self,
-        deadline: Deadline,
-        read: impl FnOnce(&Db) -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        if deadline.expired() {
-            return Err(Error::DeadlineExceeded);
-        }
-        let db = self.db.clone();
-        let task = tokio::task::spawn_blocking(move || read(&db));
-        match tokio::time::timeout_at(deadline.instant(), task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => Err(Error::DeadlineExceeded),
-        }
+    /// The namespaces served.
+    fn namespaces(&self) -> &Namespaces {
+        &self.namespaces
     }
 
     async fn write(&self, write: Write, deadline: Deadline) -> Result<u64, Error> {
         if deadline.expired() {
             return Err(Error::DeadlineExceeded);
         }
-        self.writer.submit(write, deadline).await
+        self.backend.write(write, deadline).await
     }
 
     /// A validated Put, as the Put handler and BatchWrite both take it.
@@ -86,7 +71,7 @@ impl StoreApi {
             value,
             expected_version,
         } = request;
-        self.db.namespaces().check(&namespace)?;
+        self.namespaces().check(&namespace)?;
         validate::key(&key)?;
         validate::value(&value, self.max_value_bytes)?;
         Ok(Write {
@@ -104,7 +89,7 @@ impl StoreApi {
             key,
             expected_version,
         } = request;
-        self.db.namespaces().check(&namespace)?;
+        self.namespaces().check(&namespace)?;
         validate::key(&key)?;
         Ok(Write {
             namespace,
@@ -166,7 +151,7 @@ impl StoreApi {
             key,
             version,
         } = check;
-        self.db.namespaces().check(&namespace)?;
+        self.namespaces().check(&namespace)?;
         validate::key(&key)?;
         Ok(Write {
             namespace,
@@ -183,7 +168,7 @@ impl StoreApi {
         index: usize,
         entry: proto::store::v1::Write,
         call: Deadline,
-    ) -> Result<(Pending, bool), WriteResult> {
+    ) -> Result<(Queued, bool), WriteResult> {
         let (writes, op) = match entry.operation {
             Some(Operation::Put(put)) => (self.put_write(put).map(|w| vec![w]), "put"),
             Some(Operation::Delete(delete)) => {
@@ -203,9 +188,9 @@ impl StoreApi {
         if deadline.expired() {
             return Err(refused(Error::DeadlineExceeded, index, op));
         }
-        self.writer
+        self.backend
             .enqueue(writes, deadline)
-            .map(|pending| (pending, op == "commit"))
+            .map(|queued| (queued, op == "commit"))
             .map_err(|error| refused(error, index, op))
     }
 }
@@ -289,13 +274,11 @@ impl StoreService for StoreApi {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let deadline = Deadline::accept(&request, self.default_deadline);
         let GetRequest { namespace, key } = request.into_inner();
-        self.db.namespaces().check(&namespace)?;
+        self.namespaces().check(&namespace)?;
         validate::key(&key)?;
         let record = self
-            .read(deadline, {
-                let (namespace, key) = (namespace.clone(), key.clone());
-                move |db| db.get(&namespace, &key)
-            })
+            .backend
+            .get(deadline, namespace.clone(), key.clone())
             .await?
             .ok_or(Error::NotFound { namespace, key })?;
         Ok(Response::new(GetResponse {
@@ -341,7 +324,7 @@ impl StoreService for StoreApi {
         let mut results = Vec::with_capacity(queued.len());
         for entry in queued {
             results.push(match entry {
-                Ok((pending, commit)) => write_result(pending.outcome().await, commit),
+                Ok((queued, commit)) => write_result(self.backend.outcome(queued).await, commit),
                 Err(refused) => refused,
             });
         }
@@ -358,7 +341,7 @@ impl StoreService for StoreApi {
         if deadline.expired() {
             return Err(Error::DeadlineExceeded.into());
         }
-        let versions = self.writer.enqueue(writes, deadline)?.outcome().await?;
+        let versions = self.backend.commit(writes, deadline).await?;
         Ok(Response::new(CommitResponse { versions }))
     }
 
@@ -371,15 +354,13 @@ impl StoreService for StoreApi {
             page_size,
             page_token,
         } = request.into_inner();
-        self.db.namespaces().check(&namespace)?;
+        self.namespaces().check(&namespace)?;
         validate::prefix(&prefix)?;
         let limit = validate::page_size(page_size)?;
         let after = PageToken::decode(&page_token, &namespace, &prefix)?.map(|t| t.last_key);
         let (entries, more) = self
-            .read(deadline, {
-                let (namespace, prefix) = (namespace.clone(), prefix.clone());
-                move |db| db.scan(&namespace, &prefix, after.as_deref(), limit)
-            })
+            .backend
+            .scan(deadline, namespace.clone(), prefix.clone(), after, limit)
             .await?;
         let next_page_token = match entries.last() {
             Some(last) if more => PageToken {

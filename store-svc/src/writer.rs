@@ -54,11 +54,32 @@ pub struct Writer {
 
 /// What `/metrics` reads of the writer; see [`Writer::gauge`].
 pub struct WriterGauge {
-    queue: mpsc::WeakSender<Queued>,
+    queue: QueueGauge,
     stats: Arc<WriterStats>,
 }
 
+/// Where a [`WriterGauge`] reads the queue depth.
+enum QueueGauge {
+    /// The sled writer's queue.
+    Writer(mpsc::WeakSender<Queued>),
+    /// The PostgreSQL backend's admission permits, and how many there are.
+    Permits(Arc<tokio::sync::Semaphore>, usize),
+}
+
 impl WriterGauge {
+    /// A gauge of the PostgreSQL backend: `stats`, and `capacity` admission permits in
+    /// `permits` (those taken are the queue depth).
+    pub fn of_permits(
+        stats: Arc<WriterStats>,
+        permits: Arc<tokio::sync::Semaphore>,
+        capacity: usize,
+    ) -> Self {
+        Self {
+            queue: QueueGauge::Permits(permits, capacity),
+            stats,
+        }
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
@@ -66,9 +87,14 @@ impl WriterGauge {
 
     /// Writes waiting in the queue now (0 once the writer has stopped).
     pub fn queued(&self) -> usize {
-        self.queue
-            .upgrade()
-            .map_or(0, |queue| queue.max_capacity() - queue.capacity())
+        match &self.queue {
+            QueueGauge::Writer(queue) => queue
+                .upgrade()
+                .map_or(0, |queue| queue.max_capacity() - queue.capacity()),
+            QueueGauge::Permits(permits, capacity) => {
+                capacity.saturating_sub(permits.available_permits())
+            }
+        }
     }
 }
 
@@ -117,7 +143,7 @@ impl Writer {
     /// outlives the handlers (the `/metrics` endpoint) must not hold one.
     pub fn gauge(&self) -> WriterGauge {
         WriterGauge {
-            queue: self.queue.downgrade(),
+            queue: QueueGauge::Writer(self.queue.downgrade()),
             stats: self.stats.clone(),
         }
     }

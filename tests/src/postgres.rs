@@ -7,7 +7,7 @@
 //! root, so when the tests run as root every server command runs as the unprivileged `postgres`
 //! user (or `nobody` when there is none) through `runuser`, in a directory that user owns.
 //!
-//! [`shared_server`] hands out one server per test process while any test holds it, and
+//! [`shared_server`] is one server for the whole test process, and
 //! [`PostgresServer::create_database`] gives each store its own database in it.
 
 use std::{
@@ -15,7 +15,7 @@ use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{Arc, Mutex, Weak},
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -261,17 +261,48 @@ impl Drop for PostgresServer {
     }
 }
 
-/// The server the tests of this process share, started on first use and stopped when the last
-/// holder drops it (a later test then starts a new one).
-pub fn shared_server() -> anyhow::Result<Arc<PostgresServer>> {
-    static SHARED: Mutex<Weak<PostgresServer>> = Mutex::new(Weak::new());
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(server) = shared.upgrade() {
+/// The server the tests of this process share, started on first use and kept for the life of
+/// the process (a store restarted on its data directory must find its database again). Statics
+/// are never dropped, so a watchdog in its own session (immune to the test's Ctrl-C) stops the
+/// server and removes its directory once this process is gone, however it ended.
+pub fn shared_server() -> anyhow::Result<&'static PostgresServer> {
+    static SHARED: OnceLock<PostgresServer> = OnceLock::new();
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(server) = SHARED.get() {
         return Ok(server);
     }
-    let server = Arc::new(PostgresServer::start()?);
-    *shared = Arc::downgrade(&server);
-    Ok(server)
+    let server = PostgresServer::start()?;
+    server.spawn_watchdog(std::process::id())?;
+    Ok(SHARED.get_or_init(|| server))
+}
+
+impl PostgresServer {
+    /// Stops the server and removes its directory once process `pid` has exited.
+    fn spawn_watchdog(&self, pid: u32) -> anyhow::Result<()> {
+        let pg_ctl = self.bin_dir.join("pg_ctl");
+        let stop = match &self.run_as {
+            Some(user) => format!("runuser -u {user} -- '{}'", pg_ctl.display()),
+            None => format!("'{}'", pg_ctl.display()),
+        };
+        let dir = self.data_dir.parent().expect("data dir has a parent");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             {stop} -D '{}' -m fast -w stop >/dev/null 2>&1; rm -rf '{}'",
+            self.data_dir.display(),
+            dir.display()
+        );
+        Command::new("setsid")
+            .arg("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting the PostgreSQL watchdog (setsid sh)")?;
+        Ok(())
+    }
 }
 
 /// The directory of `initdb` and `pg_ctl`: PATH, else the newest `/usr/lib/postgresql/*/bin`.

@@ -97,6 +97,19 @@ pub struct StoreOptions {
     namespaces: Served,
     /// Anything else, passed through as is.
     extra_args: Vec<OsString>,
+    /// `--backend postgres --postgres-url URL`; `None`: sled, unless [`TEST_BACKEND_ENV`] says
+    /// `postgres` (then a database on the shared test server, see [`crate::postgres`]).
+    postgres_url: Option<String>,
+}
+
+/// Set to `postgres` to run every store the harness starts on the PostgreSQL backend, each on
+/// its own database of one throwaway server per test process: the conformance run
+/// (`STORE_TEST_BACKEND=postgres cargo test -p tests --test store_api ...`).
+pub const TEST_BACKEND_ENV: &str = "STORE_TEST_BACKEND";
+
+/// True when [`TEST_BACKEND_ENV`] asks for PostgreSQL.
+pub fn postgres_requested() -> bool {
+    std::env::var(TEST_BACKEND_ENV).is_ok_and(|v| v == "postgres")
 }
 
 impl StoreOptions {
@@ -160,6 +173,12 @@ impl StoreOptions {
     /// Passes no `--namespaces`: the store serves its defaults (session-svc's) and nothing else.
     pub fn default_namespaces(mut self) -> Self {
         self.namespaces = Served::ServerDefault;
+        self
+    }
+
+    /// Runs on `--backend postgres` against the database at `url`.
+    pub fn postgres(mut self, url: impl Into<String>) -> Self {
+        self.postgres_url = Some(url.into());
         self
     }
 
@@ -233,7 +252,29 @@ impl StoreProcess {
                 (dir.path().to_path_buf(), Some(dir))
             }
         };
-        let process = ServiceProcess::spawn(&options.command(program, &data_dir)).await?;
+        let mut command = options.command(program, &data_dir);
+        let postgres_url = match &options.postgres_url {
+            Some(url) => Some(url.clone()),
+            None if postgres_requested() => {
+                let dir = data_dir.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || {
+                        crate::postgres::shared_server()?
+                            .create_database(&crate::postgres::database_for(&dir))
+                    })
+                    .await??,
+                )
+            }
+            None => None,
+        };
+        if let Some(url) = postgres_url {
+            command = command
+                .arg("--backend")
+                .arg("postgres")
+                .arg("--postgres-url")
+                .arg(url);
+        }
+        let process = ServiceProcess::spawn(&command).await?;
         Ok(Self {
             process,
             data_dir,
