@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use kit::deadline::Deadline;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{
     db::{Db, Entry, Record, Write},
@@ -43,6 +44,8 @@ pub enum Queued {
         writes: Vec<Write>,
         /// Its deadline.
         deadline: Deadline,
+        /// Its place in the admission bound, taken when it was queued.
+        permit: OwnedSemaphorePermit,
     },
 }
 
@@ -105,7 +108,11 @@ impl Backend {
     pub fn enqueue(&self, writes: Vec<Write>, deadline: Deadline) -> Result<Queued, Error> {
         match self {
             Self::Sled { writer, .. } => writer.enqueue(writes, deadline).map(Queued::Sled),
-            Self::Postgres(_) => Ok(Queued::Postgres { writes, deadline }),
+            Self::Postgres(pg) => Ok(Queued::Postgres {
+                writes,
+                deadline,
+                permit: pg.admit()?,
+            }),
         }
     }
 
@@ -113,9 +120,14 @@ impl Backend {
     pub async fn outcome(&self, queued: Queued) -> Result<Vec<u64>, Error> {
         match (self, queued) {
             (_, Queued::Sled(pending)) => pending.outcome().await,
-            (Self::Postgres(pg), Queued::Postgres { writes, deadline }) => {
-                pg.commit(&writes, deadline).await
-            }
+            (
+                Self::Postgres(pg),
+                Queued::Postgres {
+                    writes,
+                    deadline,
+                    permit,
+                },
+            ) => pg.commit_admitted(&writes, deadline, permit).await,
             (Self::Sled { .. }, Queued::Postgres { .. }) => {
                 unreachable!("a sled backend queues only sled writes")
             }

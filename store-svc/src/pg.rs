@@ -220,7 +220,7 @@ impl PgStore {
     }
 
     /// One admission permit, or RESOURCE_EXHAUSTED at once.
-    fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
         self.admitted.clone().try_acquire_owned().map_err(|_| {
             self.stats.rejected_full.fetch_add(1, Ordering::Relaxed);
             Error::QueueFull {
@@ -346,7 +346,18 @@ impl PgStore {
     /// Applies `writes` all or nothing in one transaction and returns each one's version (the
     /// new version of a put, 0 for a delete, the checked version for a check).
     pub async fn commit(&self, writes: &[Write], deadline: Deadline) -> Result<Vec<u64>, Error> {
-        let _permit = self.admit()?;
+        let permit = self.admit()?;
+        self.commit_admitted(writes, deadline, permit).await
+    }
+
+    /// [`PgStore::commit`] with the admission permit already taken (a BatchWrite takes one per
+    /// write when it queues them all, so a full queue refuses only the writes that did not fit).
+    pub async fn commit_admitted(
+        &self,
+        writes: &[Write],
+        deadline: Deadline,
+        _permit: OwnedSemaphorePermit,
+    ) -> Result<Vec<u64>, Error> {
         // Not cut off at the deadline itself: once COMMIT is sent the write may land, and a
         // caller told DEADLINE_EXCEEDED must be able to rely on "nothing was changed". The
         // server-side statement timeout ends it on time; this is only for a silent network.
