@@ -118,7 +118,11 @@ pub struct Config {
 
     /// The database of `--backend postgres`, `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE`
     /// (no TLS yet). Required with that backend.
-    #[arg(long, env = "STORE_POSTGRES_URL", required_if_eq("backend", "postgres"))]
+    #[arg(
+        long,
+        env = "STORE_POSTGRES_URL",
+        required_if_eq("backend", "postgres")
+    )]
     pub postgres_url: Option<String>,
 
     /// Most connections to the database of `--backend postgres`; calls beyond it wait (at most

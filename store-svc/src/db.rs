@@ -16,11 +16,7 @@ use std::{
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional as _};
 
-use crate::{
-    durable::DirSync,
-    error::Error,
-    namespaces::{self, Namespaces},
-};
+use crate::{durable::DirSync, error::Error, namespaces::Namespaces};
 
 /// sled tree names get this prefix so that no namespace can alias sled's own default tree.
 const TREE_PREFIX: &str = "ns/";
@@ -178,21 +174,13 @@ impl Db {
             let tree = db.open_tree(format!("{TREE_PREFIX}{namespace}"))?;
             trees.insert(namespace.to_owned(), tree);
         }
-        let unserved: Vec<String> = db
-            .tree_names()
-            .iter()
-            .filter_map(|name| name.strip_prefix(TREE_PREFIX.as_bytes()))
-            .map(|namespace| String::from_utf8_lossy(namespace).into_owned())
-            .filter(|namespace| !namespaces.contains(namespace))
-            .collect();
-        if !unserved.is_empty() {
-            tracing::warn!(
-                count = unserved.len(),
-                namespaces = %namespaces::listing(unserved.iter().map(String::as_str), unserved.len()),
-                "the data directory holds namespaces that are not configured: they are not served, \
-                 and their data is kept; add them to --namespaces to serve them again"
-            );
-        }
+        namespaces.warn_unserved(
+            db.tree_names()
+                .iter()
+                .filter_map(|name| name.strip_prefix(TREE_PREFIX.as_bytes()))
+                .map(|namespace| String::from_utf8_lossy(namespace).into_owned()),
+            "the data directory",
+        );
         let sync = DirSync::open(dir).map_err(sled::Error::Io)?;
         Ok(Self {
             db,

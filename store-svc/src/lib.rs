@@ -79,11 +79,12 @@ pub struct StoreServer {
 
 impl StoreServer {
     /// Reads the TLS files, opens the database in `config.data_dir` with the trees of the
-    /// configured namespaces and starts the writer.
+    /// configured namespaces and starts the writer; on PostgreSQL, connects, creates the table
+    /// when missing and checks the database's settings instead.
     /// Fails with a message naming the file when a TLS file is missing or malformed (the
     /// error is then a [`kit::tls::TlsError`]), and naming the directory when sled cannot open
     /// it (missing permissions, held by another store-svc).
-    pub fn open(config: Config) -> anyhow::Result<Self> {
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
         // Before the database: a bad certificate must not even take sled's lock.
         let tls = config.server_tls()?;
         let (backend, writer_thread) = match config.backend {
@@ -103,14 +104,27 @@ impl StoreServer {
                 (Backend::Sled { db, writer }, Some(writer_thread))
             }
             BackendKind::Postgres => {
-                let url = config.postgres_url.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!("--backend postgres needs --postgres-url")
-                })?;
+                let url = config
+                    .postgres_url
+                    .as_deref()
+                    .ok_or_else(|| anyhow::anyhow!("--backend postgres needs --postgres-url"))?;
                 let pg = PgStore::new(
                     url,
                     config.postgres_pool_size as usize,
                     config.queue_size as usize,
                 )?;
+                // Reach the database and create the table before the address is announced,
+                // as sled opens its files: a store that says where it listens is ready.
+                tokio::time::timeout(
+                    POSTGRES_STARTUP_TIMEOUT,
+                    pg.prepare(POSTGRES_STARTUP_TIMEOUT, &config.namespaces),
+                )
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "the database did not answer within {POSTGRES_STARTUP_TIMEOUT:?}"
+                    )
+                })??;
                 (Backend::Postgres(Arc::new(pg)), None)
             }
         };
@@ -135,14 +149,6 @@ impl StoreServer {
             writer_thread,
             tls,
         } = self;
-        if let Backend::Postgres(pg) = &backend {
-            // Reach the database and create the table before serving the first request.
-            tokio::time::timeout(POSTGRES_STARTUP_TIMEOUT, pg.prepare(POSTGRES_STARTUP_TIMEOUT))
-                .await
-                .map_err(|_| {
-                    anyhow::anyhow!("the database did not answer within {POSTGRES_STARTUP_TIMEOUT:?}")
-                })??;
-        }
         let gauge = match &backend {
             Backend::Sled { writer, .. } => writer.gauge(),
             Backend::Postgres(pg) => {
@@ -185,6 +191,7 @@ impl StoreServer {
         registry.register_collector(Box::new(metrics::StoreMetrics::new(
             gauge,
             connections.clone(),
+            pg.as_ref().map(Arc::downgrade),
         )));
         let _metrics = kit::metrics::spawn(config.metrics_listen, Arc::new(registry)).await?;
 
@@ -257,5 +264,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    StoreServer::open(config)?.serve(listener, shutdown).await
+    StoreServer::open(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
         }
     };
     let listen = config.listen;
-    let server = match StoreServer::open(config) {
+    let server = match StoreServer::open(config).await {
         Ok(server) => server,
         // A TLS file that cannot be used is a bad setting, like any other bad value.
         Err(error) if error.is::<kit::tls::TlsError>() => {

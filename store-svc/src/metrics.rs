@@ -1,7 +1,11 @@
-//! store-svc's own figures on `/metrics`: the writer's counters and queue depth, and the
-//! connections. (The per-RPC counts and latencies come from `kit::metrics::RpcMetrics`.)
+//! store-svc's own figures on `/metrics`: the writer's counters and queue depth, the
+//! PostgreSQL backend's retries and pool, and the connections. (The per-RPC counts and
+//! latencies come from `kit::metrics::RpcMetrics`.)
 
-use std::{fmt, sync::atomic::Ordering};
+use std::{
+    fmt,
+    sync::{Weak, atomic::Ordering},
+};
 
 use kit::{
     conn::Connections,
@@ -9,7 +13,7 @@ use kit::{
 };
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
-use crate::writer::WriterGauge;
+use crate::{pg::PgStore, writer::WriterGauge};
 
 /// Reads the writer's statistics and the connections at each scrape.
 pub struct StoreMetrics {
@@ -17,14 +21,21 @@ pub struct StoreMetrics {
     writer: WriterGauge,
     /// The gRPC port's connections.
     connections: Connections,
+    /// The PostgreSQL backend, when it is the one in use; weak, as `writer` is.
+    postgres: Option<Weak<PgStore>>,
 }
 
 impl StoreMetrics {
-    /// Metrics of this writer and these connections.
-    pub fn new(writer: WriterGauge, connections: Connections) -> Self {
+    /// Metrics of this writer and these connections, and of `postgres` when given.
+    pub fn new(
+        writer: WriterGauge,
+        connections: Connections,
+        postgres: Option<Weak<PgStore>>,
+    ) -> Self {
         Self {
             writer,
             connections,
+            postgres,
         }
     }
 }
@@ -70,6 +81,35 @@ impl Collector for StoreMetrics {
             "Writes waiting for the disk.",
             i64::try_from(self.writer.queued()).unwrap_or(i64::MAX),
         )?;
+        if let Some(pg) = self.postgres.as_ref().and_then(Weak::upgrade) {
+            counter(
+                &mut e,
+                "store_postgres_retries",
+                "Transactions run again after a concurrent one won (serialization failure).",
+                pg.retries(),
+            )?;
+            let pool = pg.pool_status();
+            let gauges = [
+                (
+                    "store_postgres_pool_max",
+                    "Connections the pool may open (--postgres-pool-size).",
+                    pool.max_size,
+                ),
+                (
+                    "store_postgres_pool_connections",
+                    "Connections open to the database.",
+                    pool.size,
+                ),
+                (
+                    "store_postgres_pool_idle",
+                    "Open connections not in use.",
+                    pool.available,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                gauge(&mut e, name, help, i64::try_from(value).unwrap_or(i64::MAX))?;
+            }
+        }
         self.connections.encode_metrics(&mut e)
     }
 }

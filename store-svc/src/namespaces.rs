@@ -53,6 +53,23 @@ impl Namespaces {
         self.0.iter().any(|known| known == namespace)
     }
 
+    /// Logs a warning naming the namespaces of `stored` (what `place` holds) that are not
+    /// configured: they are not served, and their data is kept. Silent when there are none.
+    pub fn warn_unserved(&self, stored: impl IntoIterator<Item = String>, place: &str) {
+        let unserved: Vec<String> = stored
+            .into_iter()
+            .filter(|namespace| !self.contains(namespace))
+            .collect();
+        if !unserved.is_empty() {
+            tracing::warn!(
+                count = unserved.len(),
+                namespaces = %listing(unserved.iter().map(String::as_str), unserved.len()),
+                "{place} holds namespaces that are not configured: they are not served, and \
+                 their data is kept; add them to --namespaces to serve them again"
+            );
+        }
+    }
+
     /// Accepts a namespace this store serves. Anything else is INVALID_ARGUMENT naming the
     /// `namespace` field: a malformed name with the naming rule, a well-formed one with the
     /// list of namespaces served.

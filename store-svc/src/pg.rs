@@ -45,6 +45,7 @@ use tokio_stream::StreamExt as _;
 use crate::{
     db::{Change, Entry, MAX_PAGE_BYTES, Record, Write},
     error::{Error, QUEUE_FULL_RETRY},
+    namespaces::Namespaces,
     writer::WriterStats,
 };
 
@@ -55,6 +56,16 @@ pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS kv (\
     version bigint NOT NULL, \
     value bytea NOT NULL, \
     PRIMARY KEY (namespace, key))";
+
+/// The distinct namespaces in the table, one index probe each (a loose index scan in portable
+/// SQL: `SELECT DISTINCT` would read every row).
+const STORED_NAMESPACES: &str = "WITH RECURSIVE ns (namespace) AS (\
+    (SELECT namespace FROM kv ORDER BY namespace LIMIT 1) \
+    UNION ALL \
+    SELECT (SELECT k.namespace FROM kv k WHERE k.namespace > ns.namespace \
+            ORDER BY k.namespace LIMIT 1) \
+    FROM ns WHERE ns.namespace IS NOT NULL) \
+    SELECT namespace FROM ns WHERE namespace IS NOT NULL";
 
 const GET: &str = "SELECT version, value FROM kv WHERE namespace = $1 AND key = $2";
 const INSERT: &str = "INSERT INTO kv (namespace, key, version, value) VALUES ($1, $2, 1, $3)";
@@ -82,8 +93,8 @@ pub struct PgStore {
     capacity: usize,
     /// The same counters the sled writer keeps, for `/metrics`.
     stats: Arc<WriterStats>,
-    /// Transactions retried after a serialization failure (not in `/metrics` yet).
-    pub retries: AtomicU64,
+    /// Transactions retried after a serialization failure, for `/metrics`.
+    retries: AtomicU64,
 }
 
 /// How one attempt at a transaction failed.
@@ -176,14 +187,17 @@ impl PgStore {
         })
     }
 
-    /// Connects, creates the table if missing and checks that commits are durable
-    /// (`synchronous_commit` not `off`). Called once before serving.
-    pub async fn prepare(&self, timeout: Duration) -> anyhow::Result<()> {
+    /// Connects, creates the table if missing, checks that commits are durable
+    /// (`synchronous_commit` not `off`) and names the stored namespaces `namespaces` does not
+    /// list, as sled does for its trees. Called once before serving.
+    pub async fn prepare(&self, timeout: Duration, namespaces: &Namespaces) -> anyhow::Result<()> {
         let client = self
             .client(Deadline::after(timeout))
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
         client.batch_execute(SCHEMA).await?;
+        let stored = client.query(STORED_NAMESPACES, &[]).await?;
+        namespaces.warn_unserved(stored.iter().map(|row| row.get(0)), "the database");
         // CockroachDB and YugabyteDB may not know this setting: then say so and go on.
         match client.query_one("SHOW synchronous_commit", &[]).await {
             Ok(row) => {
@@ -204,9 +218,14 @@ impl PgStore {
         &self.stats
     }
 
-    /// The admission bound in use now, as the sled writer's queue depth is.
-    pub fn queued(&self) -> usize {
-        self.capacity - self.admitted.available_permits()
+    /// Transactions retried so far because a concurrent one won.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The pool's size, open connections and idle ones, for `/metrics`.
+    pub fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
     }
 
     /// A way to read [`PgStore::queued`] that holds nothing but the semaphore.
@@ -241,18 +260,21 @@ impl PgStore {
             create: Some(remaining.min(CONNECT_TIMEOUT)),
             recycle: Some(remaining.min(CONNECT_TIMEOUT)),
         };
-        self.pool.timeout_get(&timeouts).await.map_err(|error| match error {
-            // Every connection was busy until the deadline: nothing ran.
-            PoolError::Timeout(TimeoutType::Wait) => Error::DeadlineExceeded,
-            PoolError::Timeout(_) => {
-                Error::DatabaseUnavailable("timed out connecting to the database".into())
-            }
-            PoolError::Closed => Error::ShuttingDown,
-            PoolError::Backend(error) => {
-                Error::DatabaseUnavailable(format!("cannot connect to the database: {error}"))
-            }
-            other => Error::DatabaseUnavailable(other.to_string()),
-        })
+        self.pool
+            .timeout_get(&timeouts)
+            .await
+            .map_err(|error| match error {
+                // Every connection was busy until the deadline: nothing ran.
+                PoolError::Timeout(TimeoutType::Wait) => Error::DeadlineExceeded,
+                PoolError::Timeout(_) => {
+                    Error::DatabaseUnavailable("timed out connecting to the database".into())
+                }
+                PoolError::Closed => Error::ShuttingDown,
+                PoolError::Backend(error) => {
+                    Error::DatabaseUnavailable(format!("cannot connect to the database: {error}"))
+                }
+                other => Error::DatabaseUnavailable(other.to_string()),
+            })
     }
 
     /// The current record of a key, if any.
@@ -416,7 +438,8 @@ async fn attempt(
         .await?;
 
     // Every named key's version, in one statement: (namespace, key) IN ((..), ..).
-    let mut sql = String::from("SELECT namespace, key, version FROM kv WHERE (namespace, key) IN (");
+    let mut sql =
+        String::from("SELECT namespace, key, version FROM kv WHERE (namespace, key) IN (");
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(2 * writes.len());
     for (i, write) in writes.iter().enumerate() {
         if i > 0 {
@@ -492,6 +515,11 @@ async fn attempt(
                  is the database running this transaction below SERIALIZABLE?"
             ))));
         }
+    }
+    if deadline.expired() {
+        // The statements ran late: the caller is told "not applied", so it must not be.
+        tx.rollback().await?;
+        return Err(Attempt::Fail(Error::DeadlineExceeded));
     }
     tx.commit().await.map_err(|error| {
         if retryable(&error) {
