@@ -12,7 +12,7 @@
 
 use std::{
     net::TcpListener,
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{DirBuilderExt as _, MetadataExt as _},
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::{Mutex, OnceLock},
@@ -35,8 +35,10 @@ pub struct PostgresServer {
     bin_dir: PathBuf,
     /// `Some(user)` when commands run as that user (the tests run as root).
     run_as: Option<String>,
-    /// The cluster's data directory (inside `_dir`).
+    /// The cluster's data directory (inside `_dir`, unless [`PostgresServer::start_on`]).
     data_dir: PathBuf,
+    /// The server's Unix socket and log (`_dir`): never on FUSE, which has no sockets.
+    socket_dir: PathBuf,
     /// The port it listens on, on 127.0.0.1.
     port: u16,
     /// Removed after the server stopped.
@@ -46,6 +48,18 @@ pub struct PostgresServer {
 impl PostgresServer {
     /// initdb into a new temp directory and start the server on a free loopback port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// As [`PostgresServer::start`], with the cluster's data directory `parent/data` instead
+    /// of in the temp directory: on a file system of the test's choice (LazyFS, for a power
+    /// loss). Every ancestor of `parent` must let the server's user through (mode `o+x`).
+    /// initdb then fsyncs what it wrote, so that a power loss finds a whole cluster.
+    pub fn start_on(parent: &Path) -> anyhow::Result<Self> {
+        Self::start_with(Some(parent))
+    }
+
+    fn start_with(parent: Option<&Path>) -> anyhow::Result<Self> {
         let bin_dir = find_bin_dir()?;
         let run_as = if is_root()? {
             Some(unprivileged_user()?)
@@ -56,35 +70,57 @@ impl PostgresServer {
             .prefix("pg-")
             .tempdir()
             .context("creating the PostgreSQL temp directory")?;
-        if let Some(user) = &run_as {
-            let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
-                .with_context(|| format!("chown {} to {user}", dir.path().display()))?;
-        }
-        let data_dir = dir.path().join("data");
+        let owner = match &run_as {
+            Some(user) => Some((id_of(user, "-u")?, id_of(user, "-g")?)),
+            None => None,
+        };
+        let chown = |path: &Path| -> anyhow::Result<()> {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {} to {run_as:?}", path.display()))?;
+            }
+            Ok(())
+        };
+        chown(dir.path())?;
+        let data_dir = match parent {
+            None => dir.path().join("data"),
+            Some(parent) => {
+                // Made and handed over here: a FUSE file system may create files as its own
+                // user (root), and the server checks only who owns its data directory.
+                let data_dir = parent.join("data");
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&data_dir)
+                    .with_context(|| format!("creating {}", data_dir.display()))?;
+                chown(&data_dir)?;
+                data_dir
+            }
+        };
         let mut server = Self {
             bin_dir,
             run_as,
             data_dir,
+            socket_dir: dir.path().to_path_buf(),
             port: 0,
             _dir: dir,
         };
-        server.run(
-            "initdb",
-            &[
-                "-D".as_ref(),
-                server.data_dir.as_os_str(),
-                "-U".as_ref(),
-                SUPERUSER.as_ref(),
-                "--auth=trust".as_ref(),
-                "--encoding=UTF8".as_ref(),
-                // Byte order for text: the store's keys sort as sled sorts them. (The backend
-                // also declares its key column COLLATE "C", so this is belt and braces.)
-                "--no-locale".as_ref(),
-                // initdb's own fsyncs: only the server's must be real.
-                "--no-sync".as_ref(),
-            ],
-        )?;
+        let mut initdb: Vec<&std::ffi::OsStr> = vec![
+            "-D".as_ref(),
+            server.data_dir.as_os_str(),
+            "-U".as_ref(),
+            SUPERUSER.as_ref(),
+            "--auth=trust".as_ref(),
+            "--encoding=UTF8".as_ref(),
+            // Byte order for text: the store's keys sort as sled sorts them. (The backend
+            // also declares its key column COLLATE "C", so this is belt and braces.)
+            "--no-locale".as_ref(),
+        ];
+        if parent.is_none() {
+            // initdb's own fsyncs: only the server's must be real, unless a power loss may
+            // come.
+            initdb.push("--no-sync".as_ref());
+        }
+        server.run("initdb", &initdb)?;
         // A port that was free a moment ago; another process may take it in between, so try a
         // few times.
         let mut last_error = None;
@@ -99,6 +135,46 @@ impl PostgresServer {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("PostgreSQL did not start")))
     }
 
+    /// Kills the server as a power cut or `kill -9` would: SIGKILL to the postmaster and
+    /// every process it started, and returns once all of them are gone, so that none can
+    /// write or fsync any more. Committed transactions must survive; [`PostgresServer::restart`]
+    /// runs crash recovery.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?;
+        let postmaster: i32 = text
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .with_context(|| format!("no pid in {}", pid_file.display()))?;
+        // Stopped, the postmaster can start no new child between the listing and the kill.
+        signal(postmaster, "STOP")?;
+        let mut pids = children_of(postmaster);
+        pids.push(postmaster);
+        for &pid in &pids {
+            let _ = signal(pid, "KILL");
+        }
+        let started = Instant::now();
+        while pids
+            .iter()
+            .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        {
+            ensure!(
+                started.elapsed() < START_TIMEOUT,
+                "PostgreSQL processes {pids:?} still alive {START_TIMEOUT:?} after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on its data directory and port (after [`PostgresServer::kill`]:
+    /// crash recovery replays the WAL).
+    pub fn restart(&self) -> anyhow::Result<()> {
+        self.pg_ctl_start()
+    }
+
     /// The server's port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
@@ -106,10 +182,7 @@ impl PostgresServer {
 
     /// The URL of `database` on this server, as store-svc's `--postgres-url` takes it.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
-            self.port
-        )
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
 
     /// Creates `database` (no-op when it exists) and returns its URL.
@@ -120,19 +193,7 @@ impl PostgresServer {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
             "database name {database:?}: use [a-z0-9_]"
         );
-        let port = self.port.to_string();
-        let output = self.output(
-            "createdb",
-            &[
-                "-h".as_ref(),
-                "127.0.0.1".as_ref(),
-                "-p".as_ref(),
-                port.as_ref(),
-                "-U".as_ref(),
-                SUPERUSER.as_ref(),
-                database.as_ref(),
-            ],
-        )?;
+        let output = self.client_output("createdb", &[database.as_ref()])?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         if !output.status.success() && !stderr.contains("already exists") {
             bail!("createdb {database} failed: {stderr}");
@@ -142,8 +203,7 @@ impl PostgresServer {
 
     /// Runs `psql -c sql` on `database` and returns its stdout (unaligned, tuples only).
     pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
-        let port = self.port.to_string();
-        let output = self.output(
+        let output = self.client_output(
             "psql",
             &[
                 "-X".as_ref(),
@@ -151,12 +211,6 @@ impl PostgresServer {
                 "-t".as_ref(),
                 "-v".as_ref(),
                 "ON_ERROR_STOP=1".as_ref(),
-                "-h".as_ref(),
-                "127.0.0.1".as_ref(),
-                "-p".as_ref(),
-                port.as_ref(),
-                "-U".as_ref(),
-                SUPERUSER.as_ref(),
                 "-d".as_ref(),
                 database.as_ref(),
                 "-c".as_ref(),
@@ -171,8 +225,23 @@ impl PostgresServer {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs a client program (`psql`, `createdb`) against this server as [`SUPERUSER`].
+    fn client_output(&self, program: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<Output> {
+        let port = self.port.to_string();
+        let mut all: Vec<&std::ffi::OsStr> = vec![
+            "-h".as_ref(),
+            "127.0.0.1".as_ref(),
+            "-p".as_ref(),
+            port.as_ref(),
+            "-U".as_ref(),
+            SUPERUSER.as_ref(),
+        ];
+        all.extend_from_slice(args);
+        self.output(program, &all)
+    }
+
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
-        let socket_dir = self.data_dir.parent().expect("data dir has a parent");
+        let socket_dir = &self.socket_dir;
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c synchronous_commit=on -c fsync=on -c max_connections=300",
@@ -285,7 +354,7 @@ impl PostgresServer {
             Some(user) => format!("runuser -u {user} -- '{}'", pg_ctl.display()),
             None => format!("'{}'", pg_ctl.display()),
         };
-        let dir = self.data_dir.parent().expect("data dir has a parent");
+        let dir = &self.socket_dir;
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
              {stop} -D '{}' -m fast -w stop >/dev/null 2>&1; rm -rf '{}'",
@@ -365,6 +434,40 @@ fn id_of(user: &str, flag: &str) -> anyhow::Result<u32> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().parse()?)
 }
 
+/// `kill -SIGNAL pid`.
+fn signal(pid: i32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .context("running kill")?;
+    ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+/// The processes whose parent is `parent` (from `/proc/*/stat`).
+fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid: i32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
 /// A port free on 127.0.0.1 a moment ago.
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -404,6 +507,31 @@ mod tests {
         let data_dir = server.data_dir.clone();
         drop(server);
         assert!(!data_dir.exists(), "the cluster's directory is removed");
+    }
+
+    #[test]
+    fn a_killed_server_restarts_with_every_committed_row() {
+        let server = PostgresServer::start().unwrap();
+        server.create_database("probe").unwrap();
+        server
+            .psql(
+                "probe",
+                "CREATE TABLE t (i int); INSERT INTO t VALUES (1), (2)",
+            )
+            .unwrap();
+        server.kill().unwrap();
+        assert!(
+            server.psql("probe", "SELECT 1").is_err(),
+            "the server is down"
+        );
+        server.restart().unwrap();
+        assert_eq!(
+            server
+                .psql("probe", "SELECT count(*) FROM t")
+                .unwrap()
+                .trim(),
+            "2"
+        );
     }
 
     #[test]

@@ -7,13 +7,20 @@
 //! hold its last acknowledged version (or a later one the test sent). The control runs the same
 //! cycles without dropping anything: when only the power-loss test fails, what is missing is an
 //! fsync, not the harness. Both print `skipped: <reason>` where LazyFS cannot mount.
+//!
+//! On the PostgreSQL backend (`STORE_TEST_BACKEND=postgres`) the database holds the records, so
+//! the database is what loses power: the test runs its own PostgreSQL server with its data
+//! directory on LazyFS and, each cycle, SIGKILLs it and store-svc, drops what was not fsynced,
+//! and starts both again (crash recovery replays the WAL that `synchronous_commit` flushed).
 
-use std::{path::Path, time::Duration};
+use std::{os::unix::fs::PermissionsExt as _, time::Duration};
 
 use tests::{
     KeyHistory, StoreClient, StoreOptions, StoreProcess,
     lazyfs::LazyFs,
     ledger::reconcile_all,
+    postgres::PostgresServer,
+    store::postgres_requested,
     writers::{LoadControl, join_writers, key_groups, spawn_writers},
 };
 
@@ -61,12 +68,26 @@ async fn every_acknowledged_write_survives(crash: Crash) {
     // Declared first, dropped last: nothing may hold files on the mount when it goes.
     let mut lazyfs = LazyFs::mount().await.expect("mounting LazyFS");
     let data = lazyfs.mount_dir().join("store");
+    // Declared after LazyFS, so stopped before it unmounts.
+    let database = postgres_requested().then(|| {
+        // The server runs as an unprivileged user, which must get through LazyFS's temp dir.
+        let tmp = lazyfs
+            .mount_dir()
+            .parent()
+            .expect("the mount is in a temp dir");
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o711)).unwrap();
+        PostgresServer::start_on(lazyfs.mount_dir()).expect("PostgreSQL on LazyFS")
+    });
+    let options = match &database {
+        Some(server) => StoreOptions::new().postgres(server.create_database("power_loss").unwrap()),
+        None => StoreOptions::new().data_dir(&data),
+    };
     let mut groups = key_groups(WRITERS, KEYS_PER_WRITER);
     let mut acknowledged = 0;
 
     for cycle in 0..CYCLES {
         let after = after(crash, cycle);
-        let (mut store, client) = restart_and_verify(&data, &mut groups, &after).await;
+        let (mut store, client) = restart_and_verify(&options, &mut groups, &after).await;
 
         let control = LoadControl::new();
         let writers = spawn_writers(
@@ -80,6 +101,9 @@ async fn every_acknowledged_write_survives(crash: Crash) {
             .wait_for_acknowledged(ACKNOWLEDGED_PER_CYCLE, LOAD_LIMIT)
             .await;
         control.mark_disrupted();
+        if let Some(server) = &database {
+            server.kill().expect("SIGKILL PostgreSQL");
+        }
         store.kill().await.expect("SIGKILL store-svc");
         let report = join_writers(writers).await;
         assert!(
@@ -100,9 +124,15 @@ async fn every_acknowledged_write_survives(crash: Crash) {
         if crash == Crash::PowerLoss {
             lazyfs.power_loss().await.expect("dropping LazyFS's cache");
         }
+        if let Some(server) = &database {
+            server
+                .restart()
+                .expect("restart PostgreSQL after the crash");
+        }
     }
 
-    let (mut store, _client) = restart_and_verify(&data, &mut groups, &after(crash, CYCLES)).await;
+    let (mut store, _client) =
+        restart_and_verify(&options, &mut groups, &after(crash, CYCLES)).await;
     store.kill().await.expect("stop store-svc");
     println!("{CYCLES} cycles ({crash:?}), {acknowledged} acknowledged writes verified");
 }
@@ -116,14 +146,14 @@ fn after(crash: Crash, cycle: usize) -> String {
     }
 }
 
-/// Starts store-svc on `data`, checks every key against what was acknowledged before the last
+/// Starts store-svc with `options`, checks every key against what was acknowledged before the last
 /// crash, and returns the running store with its client. A failure says how much was lost.
 async fn restart_and_verify(
-    data: &Path,
+    options: &StoreOptions,
     groups: &mut [Vec<KeyHistory>],
     after: &str,
 ) -> (StoreProcess, StoreClient) {
-    let store = StoreProcess::spawn(StoreOptions::new().data_dir(data))
+    let store = StoreProcess::spawn(options.clone())
         .await
         .unwrap_or_else(|error| panic!("store-svc cannot start on its data {after}: {error:#}"));
     let mut client = store
