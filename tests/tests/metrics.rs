@@ -244,3 +244,42 @@ async fn unknown_paths_share_one_series_and_the_endpoint_refuses_what_it_does_no
         "a silent connection was still open after 20 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_svc_on_postgres_shows_its_pool_and_retries() {
+    let url = tokio::task::spawn_blocking(|| {
+        tests::postgres::shared_server()?.create_database("metrics_pool")
+    })
+    .await
+    .unwrap()
+    .expect("a throwaway PostgreSQL (bash .ci/postgres.sh installs it)");
+    let store_metrics = free_loopback_addr().unwrap();
+    let store = spawn_store_with(
+        StoreOptions::new()
+            .postgres(url)
+            .arg("--postgres-pool-size")
+            .arg("4")
+            .arg("--metrics-listen")
+            .arg(store_metrics.to_string()),
+    )
+    .await;
+    let mut client = store.client().await.unwrap();
+    for key in ["a", "b", "c"] {
+        tests::store_client::put(&mut client, "api", key, "v", 0)
+            .await
+            .unwrap();
+    }
+
+    let (_, stored) = scrape(store_metrics).await;
+    assert_eq!(value(&stored, "store_postgres_pool_max", &[]), Some(4.0));
+    let open = value(&stored, "store_postgres_pool_connections", &[]).unwrap();
+    assert!((1.0..=4.0).contains(&open), "{open} connections open");
+    let idle = value(&stored, "store_postgres_pool_idle", &[]).unwrap();
+    assert!(idle <= open, "{idle} idle of {open}");
+    // Three writes to three keys, one after another: nothing to retry.
+    assert_eq!(
+        value(&stored, "store_postgres_retries_total", &[]),
+        Some(0.0)
+    );
+    assert_eq!(value(&stored, "store_writes_total", &[]), Some(3.0));
+}
