@@ -1,7 +1,12 @@
 //! `store-put`: durable Puts against store-svc, group commit vs one flush per write, and
-//! Commits of two Puts (all or nothing) under group commit.
+//! Commits of two Puts (all or nothing) under group commit. With `--postgres`, the same Puts
+//! and Commits against store-svc on PostgreSQL (`--backend postgres`) in the same runs: a
+//! throwaway server this benchmark starts (`tests::postgres`), a fresh database per run and mode.
 
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
 
 use anyhow::Context;
 use clap::Args;
@@ -9,6 +14,7 @@ use proto::store::v1::{CommitRequest, Mutation, PutRequest, mutation::Kind};
 use tests::{
     StoreClient, StoreOptions, StoreProcess,
     load::{self, Call, LoadReport, free_loopback_addr},
+    postgres::PostgresServer,
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
 use tonic::Code;
@@ -18,7 +24,7 @@ use crate::{
     measure::{Measured, Target, WindowSample, measure_runs, sample_window},
     report::{
         Layout, median_of, met, ops, p99, per_flush, percent, print_header_end, print_header_start,
-        print_summary,
+        print_ratio, print_summary,
     },
     servers::{connect, require_binaries},
 };
@@ -41,6 +47,14 @@ pub struct StorePut {
     /// store-svc `--queue-size` in both modes: larger than --clients, so no Put is refused.
     #[arg(long, default_value_t = 4096)]
     pub queue_size: u32,
+    /// Also measure store-svc on PostgreSQL (`--backend postgres`): Puts and Commits of 2
+    /// against a throwaway PostgreSQL server (Debian's binaries: run `bash .ci/postgres.sh`
+    /// first), with `synchronous_commit=on` and `fsync=on`.
+    #[arg(long)]
+    pub postgres: bool,
+    /// store-svc `--postgres-pool-size` in the PostgreSQL modes.
+    #[arg(long, default_value_t = 16)]
+    pub postgres_pool_size: u32,
 }
 
 /// How store-svc makes writes durable.
@@ -52,10 +66,23 @@ enum Mode {
     FlushPerWrite,
     /// Group commit, each request a Commit of two Puts to two namespaces (all or nothing).
     CommitOfTwo,
+    /// `--backend postgres`: each Put one transaction, committed durably by the database.
+    PostgresPut,
+    /// `--backend postgres`: each request a Commit of two Puts, one transaction.
+    PostgresCommitOfTwo,
 }
 
-/// Every mode, in the order runs measure them.
+/// Every sled mode, in the order runs measure them.
 const MODES: [Mode; 3] = [Mode::GroupCommit, Mode::CommitOfTwo, Mode::FlushPerWrite];
+
+/// With `--postgres`: the sled modes and the PostgreSQL ones.
+const MODES_WITH_POSTGRES: [Mode; 5] = [
+    Mode::GroupCommit,
+    Mode::PostgresPut,
+    Mode::CommitOfTwo,
+    Mode::PostgresCommitOfTwo,
+    Mode::FlushPerWrite,
+];
 
 impl Target for Mode {
     const PAIR: [Self; 2] = [Mode::GroupCommit, Mode::FlushPerWrite];
@@ -65,6 +92,8 @@ impl Target for Mode {
             Mode::GroupCommit => "group commit",
             Mode::FlushPerWrite => "flush per write",
             Mode::CommitOfTwo => "commit of 2 (group)",
+            Mode::PostgresPut => "postgres (Put)",
+            Mode::PostgresCommitOfTwo => "postgres commit of 2",
         }
     }
 }
@@ -74,7 +103,14 @@ impl Mode {
         match self {
             Mode::GroupCommit | Mode::CommitOfTwo => args.max_batch,
             Mode::FlushPerWrite => 1,
+            // Not used by that backend; passed all the same, so the command lines differ only
+            // in the backend.
+            Mode::PostgresPut | Mode::PostgresCommitOfTwo => args.max_batch,
         }
+    }
+
+    fn commits(self) -> bool {
+        matches!(self, Mode::CommitOfTwo | Mode::PostgresCommitOfTwo)
     }
 }
 
@@ -97,28 +133,80 @@ const LAYOUT: Layout<Mode> = Layout {
 
 pub async fn run(args: StorePut) -> anyhow::Result<()> {
     require_binaries(&[(STORE_BINARY, STORE_BINARY_ENV)])?;
+    let postgres = if args.postgres {
+        Some(
+            tokio::task::spawn_blocking(PostgresServer::start)
+                .await?
+                .context("starting a throwaway PostgreSQL (run `bash .ci/postgres.sh` first)")?,
+        )
+    } else {
+        None
+    };
+    let modes: &[Mode] = if postgres.is_some() {
+        &MODES_WITH_POSTGRES
+    } else {
+        &MODES
+    };
     print_header(&args);
-    let results = measure_runs(
-        "store-put",
-        args.load.runs,
-        &MODES,
-        &LAYOUT,
-        |mode: Mode| {
-            let options = StoreOptions::new()
-                .max_batch(mode.max_batch(&args) as usize)
-                .queue_size(args.queue_size as usize);
-            drive_puts(
-                options,
-                &args.load,
-                args.value_bytes as usize,
-                mode == Mode::CommitOfTwo,
-            )
-        },
-    )
+    let databases = AtomicU32::new(0);
+    let results = measure_runs("store-put", args.load.runs, modes, &LAYOUT, |mode: Mode| {
+        let options = store_options(mode, &args, postgres.as_ref(), &databases);
+        let load = &args.load;
+        let value_bytes = args.value_bytes as usize;
+        async move { drive_puts(options?, load, value_bytes, mode.commits()).await }
+    })
     .await?;
-    let ratio = print_summary(&LAYOUT, args.load.runs, &MODES, &results);
+    let ratio = print_summary(&LAYOUT, args.load.runs, modes, &results);
+    if postgres.is_some() {
+        // PostgreSQL runs at a fraction of sled: one decimal would say little.
+        let layout = Layout {
+            ratio_decimals: 2,
+            ..LAYOUT
+        };
+        for (postgres, sled, name) in [
+            (
+                Mode::PostgresPut,
+                Mode::GroupCommit,
+                "Put: PostgreSQL / sled group commit",
+            ),
+            (
+                Mode::PostgresCommitOfTwo,
+                Mode::CommitOfTwo,
+                "Commit of 2: PostgreSQL / sled group commit",
+            ),
+        ] {
+            print_ratio(&layout, &results, postgres, sled, name);
+        }
+        println!();
+    }
     print_targets(&results, ratio);
     Ok(())
+}
+
+/// store-svc's settings for `mode`; on PostgreSQL, a fresh database of `postgres` (named from
+/// the `databases` counter), so that every run creates its keys anew.
+fn store_options(
+    mode: Mode,
+    args: &StorePut,
+    postgres: Option<&PostgresServer>,
+    databases: &AtomicU32,
+) -> anyhow::Result<StoreOptions> {
+    let options = StoreOptions::new()
+        .max_batch(mode.max_batch(args) as usize)
+        .queue_size(args.queue_size as usize);
+    match (mode, postgres) {
+        (Mode::PostgresPut | Mode::PostgresCommitOfTwo, Some(server)) => {
+            let name = format!("bench_{}", databases.fetch_add(1, Ordering::Relaxed));
+            Ok(options
+                .postgres(server.create_database(&name)?)
+                .arg("--postgres-pool-size")
+                .arg(args.postgres_pool_size.to_string()))
+        }
+        (Mode::PostgresPut | Mode::PostgresCommitOfTwo, None) => {
+            anyhow::bail!("{} needs --postgres", mode.label())
+        }
+        _ => Ok(options),
+    }
 }
 
 /// Starts a fresh store-svc with `options` (and a `/metrics` endpoint), drives Puts of
@@ -201,6 +289,16 @@ fn print_header(args: &StorePut) {
          Commit of two such Puts (two namespaces, all or nothing; ops/s counts commits)",
         args.max_batch, args.queue_size, args.queue_size
     );
+    if args.postgres {
+        println!(
+            "- postgres: the same Puts and Commits against `store-svc --backend postgres \
+             --postgres-pool-size {} --queue-size {}` on a throwaway PostgreSQL on loopback \
+             (`synchronous_commit=on`, `fsync=on`), a fresh database per run and mode; each \
+             write is one SERIALIZABLE transaction (\"writes/flush\" counts writes per \
+             transaction); the PostgreSQL server's CPU is in \"other CPU\"",
+            args.postgres_pool_size, args.queue_size
+        );
+    }
     println!(
         "- latency: from sending a Put to its OK (which means flushed and fsynced); CPU in % of one core \
          over the measured window; \"other CPU\" is everything else on the machine (noise)"
