@@ -193,7 +193,8 @@ impl SessionServer {
                     sweep.clone(),
                     carts.store().latency().clone(),
                     jobs.clone(),
-                ),
+                )
+                .in_cluster(cluster.clone()),
                 AdminAuth::new(config.admin_token.clone()),
             ));
 

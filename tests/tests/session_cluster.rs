@@ -9,7 +9,9 @@ use std::{
     time::Duration,
 };
 
-use proto::session::v1::{AddItemRequest, Session};
+use proto::session::v1::{
+    AddItemRequest, GetActorRequest, GetStatsRequest, ListActorsRequest, Session,
+};
 use tests::{
     DelayProxy, StoreOptions,
     clients::Frozen,
@@ -143,6 +145,57 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     for (key, skus) in acked.iter() {
         assert_exactly_once(&mut carts, key, skus).await;
     }
+
+    // Admin through any one replica answers for the cluster: one activation per key, on the
+    // replica placement names; every shard placed and leased once.
+    let mut admin = cluster.replica(0).admin().await;
+    let listed = admin
+        .list_actors(ListActorsRequest {
+            kind: "cart".into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for key in &keys {
+        let owners: Vec<&str> = listed
+            .actors
+            .iter()
+            .filter(|a| a.key == *key)
+            .map(|a| a.replica.as_str())
+            .collect();
+        let expected = cluster.addrs[cluster.owner_of("cart", key)].to_string();
+        assert_eq!(owners, [expected.as_str()], "where {key} is live");
+    }
+    let far = keys
+        .iter()
+        .find(|key| cluster.owner_of("cart", key) == 2)
+        .expect("a key of replica 2 among six (1 in 729 runs has none)");
+    let actor = admin
+        .get_actor(GetActorRequest {
+            kind: "cart".into(),
+            key: far.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(actor.replica, cluster.addrs[2].to_string());
+    let stats = admin
+        .get_stats(GetStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.replica, cluster.addrs[0].to_string());
+    assert_eq!(stats.members.len(), 3, "{:?}", stats.members);
+    assert!(
+        stats.members.iter().all(|m| m.answered),
+        "{:?}",
+        stats.members
+    );
+    let placed: u32 = stats.members.iter().map(|m| m.shards).sum();
+    let held: u32 = stats.members.iter().map(|m| m.shards_held).sum();
+    assert_eq!((placed, held), (64, 64), "{:?}", stats.members);
 }
 
 #[tokio::test]
@@ -221,8 +274,9 @@ async fn writes_survive_losing_replica_zero(
             stop_rx.clone(),
         );
         writers.spawn(async move {
+            // Paced, and at most 150 each: carts hold at most 500 lines.
             let mut n = 0;
-            while !*stop_rx.borrow() {
+            while !*stop_rx.borrow() && n < 150 {
                 let key = &keys[(writer + n) % keys.len()];
                 let sku = format!("w{writer}-n{n}");
                 let took = add_until_acknowledged(
@@ -242,6 +296,7 @@ async fn writes_survive_losing_replica_zero(
                     .or_default()
                     .insert(sku);
                 n += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
         });
     }
