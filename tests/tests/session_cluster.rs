@@ -10,7 +10,8 @@ use std::{
 };
 
 use proto::session::v1::{
-    AddItemRequest, GetActorRequest, GetStatsRequest, ListActorsRequest, Session,
+    AddItemRequest, GetActorRequest, GetJobRequest, GetStatsRequest, ImportEntriesRequest,
+    JobState, ListActorsRequest, Session,
 };
 use tests::{
     DelayProxy, StoreOptions,
@@ -432,4 +433,51 @@ async fn a_replica_frozen_past_its_lease_is_fenced_and_never_overwrites_newer_st
         .copied()
         .unwrap_or_default();
     assert!(refusals >= 1.0, "no fence refusal counted: {page:?}");
+}
+
+#[tokio::test]
+async fn an_import_runs_where_its_list_is_and_any_replica_answers_for_the_job() {
+    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
+    let cluster = SessionCluster::spawn(&store.endpoint(), 3, fast_cluster_options()).await;
+    cluster.settle(8, Duration::from_secs(20)).await;
+    let list = (0..)
+        .map(|i| format!("imported-{i}"))
+        .find(|list| cluster.owner_of("todo", list) == 1)
+        .unwrap();
+    let entries: Vec<ImportEntriesRequest> = (1..=50)
+        .map(|line| ImportEntriesRequest {
+            list: list.clone(),
+            date: "2025-03-01".into(),
+            title: format!("entry-{line}"),
+            line,
+        })
+        .collect();
+    // Sent to replica 0, run by replica 1 (the list's), asked about through replica 2.
+    let mut jobs0 = cluster.replica(0).jobs().await;
+    let job = jobs0
+        .import_entries(tokio_stream::iter(entries))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cluster.owner_of("job", &job.id), 1, "job {} placed", job.id);
+    let mut jobs2 = cluster.replica(2).jobs().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let now = jobs2
+            .get_job(GetJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if now.state() == JobState::Succeeded || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+    assert_eq!(done.imported, 50);
+    let mut todo = cluster.replica(2).todo().await;
+    let listed = tests::session_client::list_entries(&mut todo, &list, "")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 50);
 }

@@ -12,7 +12,9 @@ use kit::forward::{Router, Target};
 use prost::Message as _;
 
 use super::{Cluster, Placement};
-use crate::{cart::CartEntity, inventory::SkuEntity, runtime::Entity as _, todo::TodoEntity};
+use crate::{
+    cart::CartEntity, inventory::SkuEntity, jobs::JOB_KIND, runtime::Entity as _, todo::TodoEntity,
+};
 
 /// How a method's request names its actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +49,12 @@ fn keyed(path: &str) -> Option<Keyed> {
         "session.v1.TodoService" => Some(Keyed::Kind(TodoEntity::KIND)),
         "session.v1.InventoryService" => Some(Keyed::Kind(SkuEntity::KIND)),
         "session.v1.PeerService" => Some(Keyed::Kind(SkuEntity::KIND)),
+        // An import runs where its list is served, under an id placed there too
+        // (`Jobs::placed_id`), so the calls naming the id find it.
         "session.v1.JobService" if method == "ImportEntries" => Some(Keyed::Kind(TodoEntity::KIND)),
+        "session.v1.JobService" if matches!(method, "GetJob" | "WatchJob" | "CancelJob") => {
+            Some(Keyed::Kind(JOB_KIND))
+        }
         "session.v1.AdminService" if matches!(method, "GetActor" | "KillActor") => {
             Some(Keyed::KindAndKey)
         }
@@ -120,7 +127,11 @@ mod tests {
             Some(Keyed::KindAndKey)
         );
         assert_eq!(keyed("/session.v1.AdminService/GetStats"), None);
-        assert_eq!(keyed("/session.v1.JobService/GetJob"), None);
+        assert_eq!(
+            keyed("/session.v1.JobService/GetJob"),
+            Some(Keyed::Kind("job"))
+        );
+        assert_eq!(keyed("/session.v1.JobService/ListJobs"), None);
         assert_eq!(keyed("/grpc.health.v1.Health/Check"), None);
         assert_eq!(keyed("nonsense"), None);
     }

@@ -52,6 +52,7 @@ impl Cluster {
         let mut seen: HashMap<Arc<str>, Seen> = HashMap::new();
         let mut candidates: Vec<Arc<str>> = Vec::new();
         let mut resolved_at: Option<Instant> = None;
+        let mut rounds = 0u32;
         let mut ticks = tokio::time::interval(self.settings.probe_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -104,6 +105,10 @@ impl Cluster {
                 .chain([self.me.clone()])
                 .collect();
             self.set_members(members);
+            rounds += 1;
+            if rounds == MISSES {
+                self.mark_settled();
+            }
         }
     }
 

@@ -166,6 +166,9 @@ pub struct Cluster {
     draining: AtomicBool,
     /// A channel to each member, made on first use.
     channels: Mutex<std::collections::HashMap<Arc<str>, Channel>>,
+    /// Turns true once the membership has had time to find the live members (three rounds
+    /// of health checks): until then this replica believes it is alone.
+    settled: watch::Sender<bool>,
     /// Counters.
     pub counters: ClusterCounters,
 }
@@ -249,6 +252,7 @@ impl Cluster {
             on_lost: OnceLock::new(),
             draining: AtomicBool::new(false),
             channels: Mutex::default(),
+            settled: watch::channel(false).0,
             counters: ClusterCounters::default(),
             settings,
         });
@@ -476,6 +480,17 @@ impl Cluster {
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Waits until the membership has settled: three rounds of health checks since start.
+    pub async fn settled(&self) {
+        let mut settled = self.settled.subscribe();
+        let _ = settled.wait_for(|s| *s).await;
+    }
+
+    /// Marks the membership settled.
+    pub(crate) fn mark_settled(&self) {
+        self.settled.send_replace(true);
     }
 
     /// The store the lease records live in.
