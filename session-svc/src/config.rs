@@ -263,6 +263,53 @@ pub struct Config {
     /// if set, else tracing is off.
     #[arg(long, env = "SESSION_OTLP_ENDPOINT", value_parser = kit::trace::parse_endpoint)]
     pub otlp_endpoint: Option<String>,
+
+    /// The replicas of this cluster, `host:port` of their gRPC ports, comma-separated (this
+    /// replica's own address may be among them): runs session-svc as one of several replicas
+    /// with a static membership. Unset, with no --peers-dns: a single replica.
+    #[arg(
+        long,
+        env = "SESSION_PEERS",
+        value_delimiter = ',',
+        conflicts_with = "peers_dns"
+    )]
+    pub peers: Vec<String>,
+
+    /// A DNS name and port, `name:port`, whose addresses are the replicas (a Kubernetes
+    /// headless Service): like --peers, with the membership resolved again every
+    /// --peers-refresh.
+    #[arg(long, env = "SESSION_PEERS_DNS")]
+    pub peers_dns: Option<String>,
+
+    /// How often --peers-dns is resolved again.
+    #[arg(long, env = "SESSION_PEERS_REFRESH", default_value = "5s", value_parser = duration::parse)]
+    pub peers_refresh: Duration,
+
+    /// This replica's address as the other replicas reach it, `host:port` (with --peers-dns,
+    /// one of the name's addresses: the pod IP). Required with --peers or --peers-dns.
+    #[arg(long, env = "SESSION_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Shards the keys hash to; shards, not keys, are what replicas own. Every replica of a
+    /// cluster must use the same number.
+    #[arg(long, env = "SESSION_SHARDS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub shards: u32,
+
+    /// How long a replica's lease on a shard lasts unless renewed; it renews every third of
+    /// it. A SIGKILLed replica's shards move after at most this plus --max-clock-skew.
+    #[arg(long, env = "SESSION_LEASE_TTL", default_value = "10s", value_parser = duration::parse)]
+    pub lease_ttl: Duration,
+
+    /// The most two replicas' wall clocks may differ: an expired lease is taken over only this
+    /// long after its holder's clock said it ended.
+    #[arg(long, env = "SESSION_MAX_CLOCK_SKEW", default_value = "1s", value_parser = duration::parse)]
+    pub max_clock_skew: Duration,
+
+    /// How often each replica checks the others' health; three failed checks in a row (or a
+    /// NOT_SERVING answer, as when draining) take a replica out of the membership.
+    #[arg(long, env = "SESSION_PEER_PROBE_INTERVAL", default_value = "500ms", value_parser = duration::parse)]
+    pub peer_probe_interval: Duration,
 }
 
 impl Config {
@@ -304,6 +351,47 @@ impl Config {
                 .map(Some)
                 .map_err(|e| format!("--store-tls-ca / --store-tls-cert / --store-tls-key: {e}")),
         }
+    }
+
+    /// The cluster settings, when --peers or --peers-dns is set; `None` for a single
+    /// replica. Refuses combinations that cannot work, naming the flags.
+    pub fn cluster(&self) -> Result<Option<crate::cluster::ClusterSettings>, String> {
+        use crate::cluster::{ClusterSettings, Peers};
+        let peers = match (&self.peers_dns, self.peers.is_empty()) {
+            (Some(name), _) => Peers::Dns(name.clone()),
+            (None, false) => Peers::Static(self.peers.clone()),
+            (None, true) => return Ok(None),
+        };
+        let Some(advertise) = self.advertise.clone() else {
+            return Err(
+                "--peers / --peers-dns need --advertise (SESSION_ADVERTISE): this \
+                        replica's host:port as the others reach it"
+                    .into(),
+            );
+        };
+        if self.tls_cert.is_some() {
+            return Err(
+                "--peers / --peers-dns with --tls-cert: replicas forward to each other \
+                        in plaintext, and TLS between replicas is not supported yet"
+                    .into(),
+            );
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(format!(
+                "--lease-ttl {:?} is too short: at least 1s (renewals go every third of it)",
+                self.lease_ttl
+            ));
+        }
+        let settings = ClusterSettings {
+            advertise,
+            peers,
+            shards: self.shards,
+            lease_ttl: self.lease_ttl,
+            max_clock_skew: self.max_clock_skew,
+            probe_interval: self.peer_probe_interval,
+            dns_refresh: self.peers_refresh,
+        };
+        settings.check().map(|()| Some(settings))
     }
 
     /// The bounds on client connections these settings give.

@@ -94,6 +94,56 @@ pub mod reason {
     pub const STATE_CORRUPT: &str = "STATE_CORRUPT";
     /// INTERNAL: the store refused session-svc's request as invalid.
     pub const STORE_REFUSED: &str = "STORE_REFUSED";
+    /// The key's shard is served by another replica (it moved, or this replica lost its
+    /// lease): nothing was applied; retry, through any replica.
+    pub const SHARD_MOVED: &str = "SHARD_MOVED";
+    /// Another replica failed a call this one made to it, without a reason of ours.
+    pub const PEER_FAILURE: &str = "PEER_FAILURE";
+
+    /// Every reason above, to recognise one another replica sent.
+    pub const ALL: &[&str] = &[
+        INVALID_FIELD,
+        SESSION_NOT_FOUND,
+        LIST_NOT_FOUND,
+        ENTRY_NOT_FOUND,
+        SKU_NOT_FOUND,
+        ITEM_NOT_IN_CART,
+        JOB_NOT_FOUND,
+        ACTOR_NOT_FOUND,
+        NOT_FOUND,
+        CART_CHECKED_OUT,
+        CART_ENDED,
+        CART_EXPIRED,
+        CART_EMPTY,
+        CART_FULL,
+        TOO_MANY_DISCOUNTS,
+        LIST_FULL,
+        LIST_IDS_EXHAUSTED,
+        OUT_OF_STOCK,
+        STOCK_RESERVED,
+        STOCK_LIMIT,
+        RECORD_TOO_LARGE,
+        JOB_ENDED,
+        VERSION_CONFLICT,
+        MAILBOX_FULL,
+        ACTOR_LIMIT,
+        WATCHER_LIMIT,
+        JOB_LIMIT,
+        DEADLINE_EXCEEDED,
+        STORE_UNAVAILABLE,
+        ACTOR_QUARANTINED,
+        SHUTTING_DOWN,
+        ACTOR_STOPPED,
+        WATCH_EXPIRED,
+        CANCELLED,
+        ADMIN_TOKEN_REQUIRED,
+        ADMIN_API_DISABLED,
+        ACTOR_CRASHED,
+        STATE_CORRUPT,
+        STORE_REFUSED,
+        SHARD_MOVED,
+        PEER_FAILURE,
+    ];
 }
 
 /// Everything a session-svc request can fail with.
@@ -199,6 +249,18 @@ pub enum Error {
     /// not serve the namespaces session-svc uses (its `--namespaces`).
     #[error("the store refused session-svc's request: {0}")]
     StoreRefused(String),
+    /// Several replicas: this one does not hold the lease of the key's shard (any more);
+    /// nothing was applied.
+    #[error("{0}; nothing was applied: retry (any replica forwards to the shard's owner)")]
+    ShardMoved(String),
+    /// What another replica answered a call this one made to an actor it serves, relayed
+    /// with its code and reason.
+    #[error("{message}")]
+    Relayed {
+        code: Code,
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -227,6 +289,22 @@ impl Error {
 }
 
 impl Error {
+    /// The error another replica answered with `status`: its code, and its reason when it is
+    /// one of ours (PEER_FAILURE otherwise, as for a replica that did not answer).
+    pub fn from_peer(status: &Status) -> Self {
+        let sent = status.get_error_details();
+        let reason = sent
+            .error_info()
+            .and_then(|info| reason::ALL.iter().find(|r| **r == info.reason))
+            .copied()
+            .unwrap_or(reason::PEER_FAILURE);
+        Self::Relayed {
+            code: status.code(),
+            reason,
+            message: status.message().to_string(),
+        }
+    }
+
     /// The stable `google.rpc.ErrorInfo.reason` of this error (see [`reason`]).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -245,6 +323,8 @@ impl Error {
             Self::ActorCrashed { .. } => reason::ACTOR_CRASHED,
             Self::Corrupt(_) => reason::STATE_CORRUPT,
             Self::StoreRefused(_) => reason::STORE_REFUSED,
+            Self::ShardMoved(_) => reason::SHARD_MOVED,
+            Self::Relayed { reason, .. } => reason,
         }
     }
 
@@ -261,9 +341,11 @@ impl Error {
             | Self::Busy { .. } => Code::ResourceExhausted,
             Self::Cancelled(_) => Code::Cancelled,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Self::StoreUnavailable(_) | Self::ShuttingDown | Self::Quarantined { .. } => {
-                Code::Unavailable
-            }
+            Self::StoreUnavailable(_)
+            | Self::ShuttingDown
+            | Self::Quarantined { .. }
+            | Self::ShardMoved(_) => Code::Unavailable,
+            Self::Relayed { code, .. } => *code,
             Self::ActorCrashed { .. } | Self::Corrupt(_) | Self::StoreRefused(_) => Code::Internal,
         }
     }

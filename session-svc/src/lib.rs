@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod api;
 pub mod cart;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -54,4 +55,5 @@ pub const STORE_NAMESPACES: &[&str] = &[
     sweeper::SWEEPER_NAMESPACE,
     jobs::JOBS_NAMESPACE,
     jobs::JOB_ENTRIES_NAMESPACE,
+    cluster::NAMESPACE,
 ];

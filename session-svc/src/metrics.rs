@@ -8,7 +8,10 @@
 
 use std::{
     fmt,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use kit::{
@@ -18,6 +21,7 @@ use kit::{
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
 
 use crate::{
+    cluster::Cluster,
     runtime::{Actors, Counts, batcher::BatchStats},
     sweeper,
 };
@@ -36,6 +40,8 @@ pub struct SessionMetrics {
     sweep: Arc<sweeper::Progress>,
     /// The gRPC port's connections.
     connections: Connections,
+    /// Several replicas: membership, leases, forwarding, fencing.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl SessionMetrics {
@@ -45,12 +51,14 @@ impl SessionMetrics {
         store_batches: Option<Arc<BatchStats>>,
         sweep: Arc<sweeper::Progress>,
         connections: Connections,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             actors,
             store_batches,
             sweep,
             connections,
+            cluster,
         }
     }
 }
@@ -162,7 +170,63 @@ impl Collector for SessionMetrics {
                 stats.writes.load(Ordering::Relaxed),
             )?;
         }
+        if let Some(cluster) = &self.cluster {
+            encode_cluster(cluster, &mut e)?;
+        }
         self.sweep.encode_metrics(&mut e)?;
         self.connections.encode_metrics(&mut e)
     }
+}
+
+/// The cluster's figures: members, shards held, and what its leases, forwarding and fences did.
+fn encode_cluster(cluster: &Cluster, e: &mut DescriptorEncoder) -> fmt::Result {
+    gauge(
+        e,
+        "session_cluster_members",
+        "Live replicas in this replica's view, itself included.",
+        level(cluster.members().len()),
+    )?;
+    gauge(
+        e,
+        "session_cluster_shards_held",
+        "Shards whose lease this replica holds.",
+        level(cluster.held_count()),
+    )?;
+    let c = &cluster.counters;
+    let series: [(&str, &str, &AtomicU64); 6] = [
+        (
+            "session_cluster_leases_acquired",
+            "Shard leases this replica took.",
+            &c.acquired,
+        ),
+        (
+            "session_cluster_leases_lost",
+            "Shard leases lost: taken by another replica, or run out unrenewed.",
+            &c.lost,
+        ),
+        (
+            "session_cluster_leases_released",
+            "Shard leases handed over (membership changed, or drain).",
+            &c.released,
+        ),
+        (
+            "session_cluster_forwarded",
+            "Requests forwarded to the replica owning their key.",
+            &c.forwarded,
+        ),
+        (
+            "session_cluster_fence_refusals",
+            "Actor writes the store refused because their shard had changed hands.",
+            &c.fence_refusals,
+        ),
+        (
+            "session_cluster_passivated",
+            "Actors stopped because their shard left this replica.",
+            &c.passivated,
+        ),
+    ];
+    for (name, help, value) in series {
+        counter(e, name, help, value.load(Ordering::Relaxed))?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc};
 use proto::session::v1::{
     admin_service_server::AdminServiceServer, cart_service_server::CartServiceServer,
     inventory_service_server::InventoryServiceServer, job_service_server::JobServiceServer,
-    todo_service_server::TodoServiceServer,
+    peer_service_server::PeerServiceServer, todo_service_server::TodoServiceServer,
 };
 use tokio::net::TcpListener;
 use tonic::transport::ServerTlsConfig;
@@ -13,6 +13,7 @@ use tonic::transport::ServerTlsConfig;
 use crate::{
     admin::{AdminApi, AdminAuth},
     cart::{CartApi, CartEntity, Inventory},
+    cluster::{self, Cluster},
     config::Config,
     domain::Catalog,
     inventory::{InventoryApi, SkuEntity},
@@ -48,6 +49,8 @@ pub struct SessionServer {
     store_batches: Option<Arc<BatchStats>>,
     /// TLS on the public port, checked at start-up (`None`: plaintext).
     tls: Option<ServerTlsConfig>,
+    /// Several replicas: membership, placement, leases (`None`: a single replica).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl SessionServer {
@@ -62,8 +65,15 @@ impl SessionServer {
         let store_tls = config.store_tls().map_err(anyhow::Error::msg)?;
         let store = Store::connect_lazy(&config.store_addr, store_tls, config.store_batching())
             .map_err(|e| anyhow::anyhow!("--store-addr / SESSION_STORE_ADDR: {e}"))?;
+        let cluster = config
+            .cluster()
+            .map_err(anyhow::Error::msg)?
+            .map(|settings| Cluster::new(settings, store.clone()));
         let mut server = Self::with_store(config, catalog, store);
         server.tls = tls;
+        if let Some(cluster) = cluster {
+            server.join(cluster);
+        }
         Ok(server)
     }
 
@@ -105,7 +115,22 @@ impl SessionServer {
             skus,
             store_batches,
             tls: None,
+            cluster: None,
         }
+    }
+
+    /// Makes this server one replica of `cluster`: every kind serves only the shards whose
+    /// lease this replica holds, and a shard that leaves stops its actors.
+    fn join(&mut self, cluster: Arc<Cluster>) {
+        self.carts.join(cluster.clone());
+        self.todos.join(cluster.clone());
+        self.skus.join(cluster.clone());
+        let actors = self.actors.clone();
+        let shards = cluster.settings().shards;
+        cluster.on_lost(Box::new(move |shard| {
+            actors.passivate_where(&|kind, key| cluster::shard_of(shards, kind, key) == shard)
+        }));
+        self.cluster = Some(cluster);
     }
 
     /// The cart actors (for in-process benchmarks).
@@ -128,6 +153,7 @@ impl SessionServer {
             skus,
             store_batches,
             tls,
+            cluster,
         } = self;
         let deadline = config.default_deadline;
         let sweep = Arc::new(sweeper::Progress::default());
@@ -167,9 +193,19 @@ impl SessionServer {
                     sweep.clone(),
                     carts.store().latency().clone(),
                     jobs.clone(),
-                ),
+                )
+                .in_cluster(cluster.clone()),
                 AdminAuth::new(config.admin_token.clone()),
             ));
+
+        // Replicas call each other's sku actors; a single replica has no one to serve that.
+        let routes = match &cluster {
+            Some(_) => routes.add_service(PeerServiceServer::new(cluster::peer::PeerApi::new(
+                skus.clone(),
+                deadline,
+            ))),
+            None => routes,
+        };
 
         let connections = kit::conn::Connections::new(config.connection_limits().within_fd_limit());
         let mut registry = prometheus_client::registry::Registry::default();
@@ -180,9 +216,15 @@ impl SessionServer {
             store_batches,
             sweep.clone(),
             connections.clone(),
+            cluster.clone(),
         )));
         let _metrics = kit::metrics::spawn(config.metrics_listen, Arc::new(registry)).await?;
 
+        let (stop_cluster, cluster_stopped) = tokio::sync::watch::channel(false);
+        if let Some(cluster) = &cluster {
+            tokio::spawn(cluster.clone().run_membership(cluster_stopped.clone()));
+            tokio::spawn(cluster.clone().run_leases(cluster_stopped));
+        }
         let sweeper = Sweeper::new(carts.clone(), todos.clone(), config.sweep_settings(), sweep);
         let sweeping = tokio::spawn(sweeper.run(carts.draining()));
         let recovering = tokio::spawn(jobs.clone().recover_and_retain());
@@ -190,8 +232,12 @@ impl SessionServer {
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), store = %config.store_addr, "session-svc serving");
         let drain = {
             let (carts, todos, skus) = (carts.clone(), todos.clone(), skus.clone());
+            let cluster = cluster.clone();
             async move {
                 shutdown.await;
+                if let Some(cluster) = &cluster {
+                    cluster.begin_drain();
+                }
                 carts.begin_drain();
                 todos.begin_drain();
                 skus.begin_drain();
@@ -207,6 +253,7 @@ impl SessionServer {
             connections,
             max_concurrent_streams: config.max_concurrent_streams,
             keepalive_interval: config.keepalive_interval,
+            forward: cluster::forward::layer(cluster.as_ref()),
         };
         let served = kit::grpc::serve(routes, listener, health, &options, drain).await;
         // Jobs stopped sending when the drain began; their last checkpoint needs the store.
@@ -216,6 +263,12 @@ impl SessionServer {
         carts.close();
         todos.close();
         skus.close();
+        // Every actor has stopped and its writes are durable: the other replicas may take
+        // this one's shards now rather than after the lease length.
+        if let Some(cluster) = &cluster {
+            cluster.release_all().await;
+        }
+        let _ = stop_cluster.send(true);
         served?;
         tracing::info!(live_actors = actors.live(), "session-svc stopped");
         Ok(())

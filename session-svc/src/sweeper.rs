@@ -371,10 +371,30 @@ impl Sweeper {
     }
 
     /// The saved page token of `job` and its record's version ("" and 0: from the start).
+    /// The key of `job`'s cursor record. With several replicas each sweeps the keys it serves
+    /// and keeps its own place, named by its address.
+    fn cursor_key(&self, job: Job) -> String {
+        match self.carts.cluster() {
+            None => job.name().to_string(),
+            Some(cluster) => format!("{}@{}", job.name(), cluster.me()),
+        }
+    }
+
+    /// Whether this replica serves `kind/key` (always, for a single replica).
+    fn serves(&self, kind: &str, key: &str) -> bool {
+        self.carts
+            .cluster()
+            .is_none_or(|c| c.fence(c.shard_of(kind, key)).is_some())
+    }
+
     async fn cursor(&self, job: Job) -> Result<(String, u64), Error> {
         let stored = self
             .store
-            .get(SWEEPER_NAMESPACE, job.name(), Deadline::after(CALL_BUDGET))
+            .get(
+                SWEEPER_NAMESPACE,
+                &self.cursor_key(job),
+                Deadline::after(CALL_BUDGET),
+            )
             .await?;
         Ok(stored.map_or((String::new(), 0), |s| {
             (String::from_utf8_lossy(&s.value).into_owned(), s.version)
@@ -385,7 +405,7 @@ impl Sweeper {
     async fn save_cursor(&self, job: Job, token: &str, version: u64) -> Result<u64, Error> {
         let put = mutation(
             SWEEPER_NAMESPACE,
-            job.name(),
+            self.cursor_key(job),
             Some(token.as_bytes().to_vec()),
             version,
         );
@@ -405,6 +425,9 @@ impl Sweeper {
             .split_once('/')
             .and_then(|(sku, _)| unescape_key(sku))
             .ok_or_else(|| Error::Corrupt(format!("reservation key {}", echo(key))))?;
+        if !self.serves(CartEntity::KIND, &hold.cart) {
+            return Ok(false); // another replica's cart: its sweeper reconciles it
+        }
         let cart = self.stored_cart(&hold.cart).await?;
         let holds = cart
             .as_ref()
@@ -428,6 +451,9 @@ impl Sweeper {
     /// one now, so that it too expires after `--cart-ttl`: the reminder's handler expires it
     /// if it is already past, and indexes its reminder in any case.
     async fn archive(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        if !self.serves(CartEntity::KIND, key) {
+            return Ok(false); // another replica's cart: its sweeper archives it
+        }
         let (cart, reminder_ms) = decode_cart_record(key, value)?;
         if cart.is_active() && reminder_ms == 0 && self.carts.entity().ttl.is_some() {
             let deadline = Deadline::after(CALL_BUDGET);
@@ -454,6 +480,9 @@ impl Sweeper {
 
     /// Archives the list stored as `value` under `key` if it was untouched long enough.
     async fn archive_list(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+        if !self.serves(TodoEntity::KIND, key) {
+            return Ok(false); // another replica's list: its sweeper archives it
+        }
         let Some(after) = self.settings.todo_archive_after else {
             return Ok(false);
         };

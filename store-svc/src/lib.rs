@@ -224,6 +224,7 @@ impl StoreServer {
             connections,
             max_concurrent_streams: config.max_concurrent_streams,
             keepalive_interval: config.keepalive_interval,
+            forward: Default::default(),
         };
         // One grace period covers the whole drain: the writer's final flush gets what the
         // gRPC drain left of it, not a second one.

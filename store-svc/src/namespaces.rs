@@ -14,7 +14,7 @@ use crate::{error::Error, validate};
 
 /// The namespaces session-svc reads and writes, comma-separated: `--namespaces`' default.
 /// The `tests` crate checks that it equals session-svc's own list (`STORE_NAMESPACES`).
-pub const DEFAULT_NAMESPACES: &str = "cart,cart_events,orders,todo,todo_entries,sku,reservations,reminders,archive,sweeper,jobs,job_entries";
+pub const DEFAULT_NAMESPACES: &str = "cart,cart_events,orders,todo,todo_entries,sku,reservations,reminders,archive,sweeper,jobs,job_entries,cluster";
 
 /// How many namespaces an error message or log line names, at most, before it says how many
 /// more: up to 16, and no more than about 200 bytes of them.

@@ -42,6 +42,7 @@
 
 pub mod cart_writers;
 pub mod clients;
+pub mod cluster;
 pub mod grpcurl;
 pub mod lazyfs;
 pub mod ledger;

@@ -81,6 +81,8 @@ pub struct SessionOptions {
     flags: Vec<(&'static str, String)>,
     /// The open-file limit to run it under (through `prlimit`), if not inherited.
     open_file_limit: Option<u64>,
+    /// The address to listen on (default `127.0.0.1:0`, a free port).
+    listen: Option<SocketAddr>,
 }
 
 impl SessionOptions {
@@ -94,6 +96,12 @@ impl SessionOptions {
     pub fn flag(mut self, flag: &'static str, value: impl ToString) -> Self {
         self.flags.retain(|(set, _)| *set != flag);
         self.flags.push((flag, value.to_string()));
+        self
+    }
+
+    /// Listens on exactly `addr` (a replica whose address its peers are given in advance).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
         self
     }
 
@@ -281,7 +289,10 @@ impl SessionOptions {
             // Every setting is also a SESSION_* variable; ours must be the only ones in effect.
             .clear_env_prefix("SESSION_")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(
+                self.listen
+                    .map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()),
+            )
             .arg("--store-addr")
             .arg(store_endpoint);
         unset_defaults

@@ -7,6 +7,7 @@ use proto::session::v1 as pb;
 
 use super::convert;
 use crate::{
+    cluster::Placement,
     domain::{Cart, CartStatus, Catalog, Ctx as DomainCtx, Money, StartArgs},
     error::{Error, reason},
     inventory::{Held, Reserve, Settle, SkuEntity},
@@ -111,7 +112,7 @@ impl std::fmt::Debug for Inventory {
 
 /// What a cart's hold on one sku must become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum HoldChange {
+pub enum HoldChange {
     /// Hold this many units (0: release).
     Reserve(i64),
     /// The cart checked out with this many units: take them out of stock.
@@ -129,8 +130,19 @@ fn hold_of(cart: Option<&Cart>, sku: &str) -> HoldChange {
     }
 }
 
+impl From<HoldChange> for (i64, bool) {
+    /// Units and whether they settle, as a peer call carries them.
+    fn from(change: HoldChange) -> Self {
+        match change {
+            HoldChange::Reserve(quantity) => (quantity, false),
+            HoldChange::Settle(quantity) => (quantity, true),
+        }
+    }
+}
+
 impl Inventory {
-    /// Sets `cart`'s hold on `sku`; untracked skus take any number of units.
+    /// Sets `cart`'s hold on `sku`; untracked skus take any number of units. With several
+    /// replicas, at the replica serving the sku.
     async fn hold(
         &self,
         sku: &str,
@@ -138,6 +150,12 @@ impl Inventory {
         change: HoldChange,
         deadline: kit::deadline::Deadline,
     ) -> Result<Held, Error> {
+        if let Some(cluster) = self.0.cluster()
+            && let Placement::Remote(owner) = cluster.placement(SkuEntity::KIND, sku)
+        {
+            return crate::cluster::peer::hold(cluster, &owner, sku, cart, change.into(), deadline)
+                .await;
+        }
         let cart = cart.to_string();
         match change {
             HoldChange::Reserve(quantity) => {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     CALL_BUDGET, JOB_ENTRIES_NAMESPACE, Jobs, Live, MAX_FAILURES, chunk_key, code_name, is_final,
-    new_id, now_ms,
+    now_ms,
 };
 use crate::{
     api,
@@ -143,7 +143,7 @@ impl Jobs {
                     retry_after: Duration::from_secs(5),
                 });
             }
-            new_id()
+            self.placed_id()
         };
         let now = timestamp(now_ms());
         let job = pb::Job {

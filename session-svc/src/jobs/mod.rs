@@ -144,6 +144,38 @@ fn new_id() -> String {
     format!("{:012x}-{:04x}", now_ms().max(0), rand::random::<u16>())
 }
 
+/// The kind name jobs are placed under when session-svc runs as several replicas: a job's
+/// id decides which replica runs it and answers for it.
+pub const JOB_KIND: &str = "job";
+
+impl Jobs {
+    /// A new job id that placement gives to this replica, so GetJob, WatchJob and CancelJob
+    /// sent to any replica reach the one running it. (A single replica takes the first.)
+    pub(crate) fn placed_id(&self) -> String {
+        let Some(cluster) = self.inner.lists.cluster() else {
+            return new_id();
+        };
+        // Each draw is this replica's with probability 1/members: 64 draws miss only with a
+        // vanishing probability, and then the job is still found through the store.
+        let mut id = new_id();
+        for _ in 0..64 {
+            if cluster.placement(JOB_KIND, &id) == crate::cluster::Placement::Local {
+                break;
+            }
+            id = new_id();
+        }
+        id
+    }
+
+    /// Whether this replica runs job `id`: always for a single replica.
+    fn runs_here(&self, id: &str) -> bool {
+        self.inner
+            .lists
+            .cluster()
+            .is_none_or(|c| c.placement(JOB_KIND, id) == crate::cluster::Placement::Local)
+    }
+}
+
 /// The key of chunk `n` of job `id`.
 fn chunk_key(id: &str, n: u64) -> String {
     format!("{id}/{n:010}")
@@ -482,6 +514,15 @@ impl Jobs {
     /// while store-svc is unreachable.
     pub async fn recover_and_retain(self) {
         let mut draining = self.inner.lists.draining();
+        // With several replicas, recovery waits for the membership: until then every replica
+        // believes it is alone and would resume every job.
+        if let Some(cluster) = self.inner.lists.cluster() {
+            let cluster = cluster.clone();
+            tokio::select! {
+                () = cluster.settled() => {}
+                _ = until(&mut draining) => return,
+            }
+        }
         let mut first = true;
         loop {
             match self.scan_all(first).await {
@@ -538,8 +579,8 @@ impl Jobs {
                     counts[state as usize] += 1;
                     continue;
                 }
-                if !first {
-                    continue;
+                if !first || !self.runs_here(&job.id) {
+                    continue; // with several replicas, the job's own replica recovers it
                 }
                 if state == JobState::Uploading {
                     job.state = JobState::Failed as i32;

@@ -62,6 +62,7 @@ async fn persist<E: Entity, R: Request<E>>(
     loaded: &mut Loaded<E>,
     reply: R::Reply,
     records: Vec<RecordWrite>,
+    fence: Option<crate::cluster::Fence>,
     deadline: Deadline,
 ) -> Result<R::Reply, Error> {
     let mut mutations = Vec::with_capacity(records.len() + 1);
@@ -110,7 +111,16 @@ async fn persist<E: Entity, R: Request<E>>(
             write.expected_version,
         ));
     }
-    let versions = inner.store.commit(mutations, deadline).await?;
+    let versions = match inner.store.commit_fenced(mutations, fence, deadline).await {
+        Err(Error::ShardMoved(why)) => {
+            // Another replica took the shard: stop serving it here at once.
+            if let (Some(cluster), Some(fence)) = (inner.cluster(), fence) {
+                cluster.fenced_out(fence);
+            }
+            return Err(Error::ShardMoved(why));
+        }
+        committed => committed?,
+    };
     if loaded.state.is_none() {
         loaded.version = 0;
         loaded.recent.clear();
@@ -612,11 +622,19 @@ impl<E: Entity> Actor<E> {
             };
         }
         let mut command = command;
+        // Writes made while preparing check the shard's epoch like the commit does.
+        let fenced;
+        let store = if R::PREPARE_WRITES && self.cell.fence.is_some() {
+            fenced = inner.store.fenced(self.cell.fence);
+            &fenced
+        } else {
+            &inner.store
+        };
         let env = Env {
             entity,
             key: &self.key,
             state: loaded.state.as_ref(),
-            store: &inner.store,
+            store,
             deadline,
         };
         let prepared = match command.prepare(env) {
@@ -668,7 +686,16 @@ impl<E: Entity> Actor<E> {
                 &mut records,
             );
         }
-        let written = persist::<E, R>(&inner, &self.key, loaded, reply, records, deadline).await;
+        let written = persist::<E, R>(
+            &inner,
+            &self.key,
+            loaded,
+            reply,
+            records,
+            self.cell.fence,
+            deadline,
+        )
+        .await;
         match written {
             Ok(reply) => {
                 self.publish();

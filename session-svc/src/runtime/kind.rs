@@ -10,7 +10,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError, Weak,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -34,7 +34,10 @@ use super::{
     },
     store::Store,
 };
-use crate::error::Error;
+use crate::{
+    cluster::{Cluster, Fence},
+    error::Error,
+};
 
 /// Longest actor key, in bytes: a quarter of the store's key limit, so that the key escaped
 /// ([`super::escape_key`], up to 3 bytes per byte) plus a record suffix is still a store key.
@@ -158,6 +161,9 @@ pub(super) struct Cell<E: Entity> {
     /// In-memory timers of this activation ([`Kind::send_after`]), made on the first: they
     /// are aborted when the activation ends. Boxed, so an actor without timers pays a pointer.
     pub timers: Mutex<Option<Box<Timers>>>,
+    /// Several replicas: the epoch of the key's shard this activation serves under; every
+    /// write it makes checks it. `None` for a single replica.
+    pub fence: Option<Fence>,
 }
 
 /// The live timers of one activation.
@@ -256,9 +262,16 @@ pub(super) struct Inner<E: Entity> {
     draining: watch::Sender<bool>,
     /// Set after the drain: no new activations, mailboxes closed.
     closed: AtomicBool,
+    /// Several replicas: where keys are served, and the leases ([`Kind::join`]).
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl<E: Entity> Inner<E> {
+    /// The cluster this kind is part of, if any.
+    pub(super) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
     /// Books a live entry leaving the map: its slot goes back to the cap.
     fn live_gone(&self) {
         self.live.fetch_sub(1, Ordering::Relaxed);
@@ -323,6 +336,7 @@ impl<E: Entity> Kind<E> {
             watchers: Arc::new(AtomicUsize::new(0)),
             draining: watch::channel(false).0,
             closed: AtomicBool::new(false),
+            cluster: OnceLock::new(),
         });
         let table: Weak<Inner<E>> = Arc::downgrade(&inner);
         let table: Weak<dyn Table> = table;
@@ -365,6 +379,48 @@ impl<E: Entity> Kind<E> {
         stopped
     }
 
+    /// Makes this kind one replica's share of `cluster`: an actor is activated only under
+    /// the lease of its key's shard, and its writes check the shard's epoch. Set once, before
+    /// serving.
+    pub fn join(&self, cluster: Arc<Cluster>) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// The cluster this kind is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.inner.cluster.get()
+    }
+
+    /// The fence `key` is served under here: `None` for a single replica; with several, the
+    /// lease of its shard, waited for while this replica is taking the shard over (at most
+    /// until a little before `deadline`).
+    async fn fence_for(&self, key: &str, deadline: Deadline) -> Result<Option<Fence>, Error> {
+        match self.inner.cluster.get() {
+            None => Ok(None),
+            Some(cluster) => {
+                validate_key(E::KEY_FIELD, key)?;
+                let fence = cluster
+                    .ready(E::KIND, key, actor_deadline(deadline))
+                    .await?;
+                Ok(Some(fence))
+            }
+        }
+    }
+
+    /// [`Kind::fence_for`] without waiting, for casts: SHARD_MOVED unless the lease is held.
+    fn fence_now(&self, key: &str) -> Result<Option<Fence>, Error> {
+        match self.inner.cluster.get() {
+            None => Ok(None),
+            Some(cluster) => {
+                let shard = cluster.shard_of(E::KIND, key);
+                cluster
+                    .fence(shard)
+                    .map(Some)
+                    .ok_or_else(|| cluster.moved(E::KIND, key, shard))
+            }
+        }
+    }
+
     /// The entity behind this kind.
     pub fn entity(&self) -> &E {
         &self.inner.entity
@@ -398,7 +454,8 @@ impl<E: Entity> Kind<E> {
             claim: claim.clone(),
         };
         let msg = Msg::Job(Box::new(call));
-        self.send(key, msg, actor_deadline(deadline))?;
+        let fence = self.fence_for(key, deadline).await?;
+        self.send(key, msg, actor_deadline(deadline), fence)?;
         let crashed = || Error::ActorCrashed {
             kind: E::KIND,
             key: key.to_string(),
@@ -435,7 +492,8 @@ impl<E: Entity> Kind<E> {
         request: R,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        self.send(key, Msg::Job(Box::new(Cast(request))), deadline)
+        let fence = self.fence_now(key)?;
+        self.send(key, Msg::Job(Box::new(Cast(request))), deadline, fence)
     }
 
     /// Sends `request` to the live actor of `key` after `delay`, as a cast: OTP's
@@ -486,7 +544,8 @@ impl<E: Entity> Kind<E> {
     /// Makes the actor of `key` live with its state loaded, without running a command.
     pub async fn activate(&self, key: &str, deadline: Deadline) -> Result<(), Error> {
         let (reply, answer) = oneshot::channel();
-        self.send(key, Msg::Activate(reply), deadline)?;
+        let fence = self.fence_for(key, deadline).await?;
+        self.send(key, Msg::Activate(reply), deadline, fence)?;
         self.wait(key, answer, deadline).await?
     }
 
@@ -514,7 +573,8 @@ impl<E: Entity> Kind<E> {
             });
         };
         let (reply, answer) = oneshot::channel();
-        self.send(key, Msg::Watch(reply), deadline)?;
+        let fence = self.fence_for(key, deadline).await?;
+        self.send(key, Msg::Watch(reply), deadline, fence)?;
         let (first, changes) = self.wait(key, answer, deadline).await??;
         self.inner.watchers.fetch_add(1, Ordering::Relaxed);
         let count = WatcherCount(self.inner.watchers.clone());
@@ -575,7 +635,13 @@ impl<E: Entity> Kind<E> {
         }
     }
 
-    fn send(&self, key: &str, msg: Msg<E>, deadline: Deadline) -> Result<(), Error> {
+    fn send(
+        &self,
+        key: &str,
+        msg: Msg<E>,
+        deadline: Deadline,
+        fence: Option<Fence>,
+    ) -> Result<(), Error> {
         validate_key(E::KEY_FIELD, key)?;
         // The current span: the request's, when a request sends this (cheap when there is
         // none, as with tracing off and no traceparent).
@@ -589,7 +655,7 @@ impl<E: Entity> Kind<E> {
         // replaced or removed its entry in the same step: the next lookup sees that. Twice in
         // a row is a passivation race, three times something else.
         for _ in 0..3 {
-            let cell = self.get_or_activate(key)?;
+            let cell = self.get_or_activate(key, fence)?;
             match cell.mailbox.push(envelope) {
                 Ok(()) => return Ok(()),
                 Err(Refused::Full(_)) => {
@@ -609,7 +675,7 @@ impl<E: Entity> Kind<E> {
         Err(Error::ShuttingDown)
     }
 
-    fn get_or_activate(&self, key: &str) -> Result<Arc<Cell<E>>, Error> {
+    fn get_or_activate(&self, key: &str, fence: Option<Fence>) -> Result<Arc<Cell<E>>, Error> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -617,11 +683,11 @@ impl<E: Entity> Kind<E> {
         // The common path locks one shard and hashes the key once: found, or a free slot.
         {
             let mut shard = self.inner.map.shard(key);
-            if let Some(cell) = self.live_in(&mut shard, key)? {
+            if let Some(cell) = self.live_in(&mut shard, key, fence)? {
                 return Ok(cell);
             }
             if actors.try_reserve() {
-                return Ok(self.activate_in(shard, key));
+                return Ok(self.activate_in(shard, key, fence));
             }
         }
         // At the cap: passivate least recently used idle actors (which locks other shards, so
@@ -633,8 +699,8 @@ impl<E: Entity> Kind<E> {
             });
         }
         let mut shard = self.inner.map.shard(key);
-        match self.live_in(&mut shard, key) {
-            Ok(None) => Ok(self.activate_in(shard, key)),
+        match self.live_in(&mut shard, key, fence) {
+            Ok(None) => Ok(self.activate_in(shard, key, fence)),
             found => {
                 actors.release(); // another request activated it (or it crashed) meanwhile
                 found.map(|cell| cell.expect("matched above"))
@@ -643,7 +709,12 @@ impl<E: Entity> Kind<E> {
     }
 
     /// Starts a new actor for `key` in the locked `shard`, whose live slot is reserved.
-    fn activate_in(&self, mut shard: ShardGuard<'_, Slot<E>>, key: &str) -> Arc<Cell<E>> {
+    fn activate_in(
+        &self,
+        mut shard: ShardGuard<'_, Slot<E>>,
+        key: &str,
+        fence: Option<Fence>,
+    ) -> Arc<Cell<E>> {
         let actors = &self.inner.actors;
         self.inner.activations.fetch_add(1, Ordering::Relaxed);
         let cell = Arc::new(Cell {
@@ -653,6 +724,7 @@ impl<E: Entity> Kind<E> {
             restarts: AtomicU32::new(0),
             watchers: Mutex::new(None),
             timers: Mutex::new(None),
+            fence,
         });
         let key: Arc<str> = key.into();
         shard.insert(key.clone(), Slot::Live(cell.clone()));
@@ -670,9 +742,25 @@ impl<E: Entity> Kind<E> {
         &self,
         shard: &mut ShardGuard<'_, Slot<E>>,
         key: &str,
+        fence: Option<Fence>,
     ) -> Result<Option<Arc<Cell<E>>>, Error> {
         match shard.get(key) {
             None => Ok(None),
+            // An activation from an earlier epoch of the shard (lost and taken again before
+            // its passivation ran): its memory may be stale, so it stops for a fresh one.
+            Some(Slot::Live(cell)) if fence.is_some() && cell.fence != fence => {
+                for envelope in cell.mailbox.close() {
+                    (*envelope).refuse(Error::ShardMoved(format!(
+                        "{}/{} changed hands while this request waited",
+                        E::KIND,
+                        echo(key)
+                    )));
+                }
+                cell.watchers().take();
+                shard.remove(key);
+                self.inner.passivated();
+                Ok(None)
+            }
             Some(Slot::Live(cell)) if !cell.mailbox.is_closed() => {
                 let cell = cell.clone();
                 cell.last_used
@@ -1021,6 +1109,32 @@ impl<E: Entity> Table for Inner<E> {
             deadline_drops: self.deadline_drops.load(Ordering::Relaxed),
             watchers: self.watchers.load(Ordering::Relaxed),
         }
+    }
+
+    /// Stops the live actors for which `stop(key)` holds at once, busy or not: their waiting
+    /// messages are refused with SHARD_MOVED (never run), their watch streams end. A message
+    /// an actor is handling finishes; its write, if any, is refused by the fence once the new
+    /// owner has taken the shard. Returns how many stopped.
+    fn passivate_where(&self, stop: &dyn Fn(&str) -> bool) -> usize {
+        let inner = self;
+        let mut stopped = 0;
+        inner.map.retain(|key, slot| match slot {
+            Slot::Live(cell) if stop(key) => {
+                for envelope in cell.mailbox.close() {
+                    (*envelope).refuse(Error::ShardMoved(format!(
+                        "{}/{} moved to another replica while this request waited",
+                        E::KIND,
+                        echo(key)
+                    )));
+                }
+                cell.watchers().take();
+                inner.passivated();
+                stopped += 1;
+                false
+            }
+            _ => true,
+        });
+        stopped
     }
 
     fn kill(&self, key: &str) -> bool {

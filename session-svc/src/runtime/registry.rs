@@ -157,6 +157,10 @@ pub trait Table: Send + Sync + 'static {
     fn counts(&self) -> Counts;
     /// Crashes the actor at `key` on purpose (admin KillActor); false if none is live.
     fn kill(&self, key: &str) -> bool;
+    /// Stops every live actor whose key `stop` picks, at once, busy or not: its waiting
+    /// messages are refused with SHARD_MOVED and its watch streams end (the key's shard left
+    /// this replica). Returns how many stopped.
+    fn passivate_where(&self, stop: &dyn Fn(&str) -> bool) -> usize;
 }
 
 /// What the front of one shard offers eviction.
@@ -396,6 +400,18 @@ impl Actors {
             .iter()
             .filter(|(_, t)| t.kind() == kind)
             .any(|(_, t)| t.kill(key))
+    }
+
+    /// Stops every live actor, of any kind, for which `stop(kind, key)` holds
+    /// ([`Table::passivate_where`]); how many stopped.
+    pub fn passivate_where(&self, stop: &dyn Fn(&'static str, &str) -> bool) -> usize {
+        self.tables()
+            .iter()
+            .map(|(_, table)| {
+                let kind = table.kind();
+                table.passivate_where(&|key| stop(kind, key))
+            })
+            .sum()
     }
 
     /// A place for one more watch stream, held for as long as the stream is open; `None`

@@ -24,7 +24,7 @@ use super::{
     batcher::{BatchSettings, BatchStats, Batcher, outcome_unknown, store_deadline},
     link::StoreLink,
 };
-use crate::error::Error;
+use crate::{cluster::Fence, error::Error};
 
 /// How long opening a connection to the store may take before calls fail UNAVAILABLE.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -37,6 +37,9 @@ pub struct Store {
     backend: Backend,
     /// How long its calls take, answered or not (GetStats' store p50 and p99).
     latency: Arc<super::latency::Latency>,
+    /// Several replicas: the shard epoch every commit through this handle checks
+    /// ([`Store::fenced`]); `None` for the shared handle.
+    fence: Option<Fence>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,7 @@ impl Store {
         Ok(Self {
             backend: Backend::Remote(client, batcher, link),
             latency: Arc::default(),
+            fence: None,
         })
     }
 
@@ -99,6 +103,7 @@ impl Store {
         Self {
             backend: Backend::Memory(Arc::default()),
             latency: Arc::default(),
+            fence: None,
         }
     }
 
@@ -138,16 +143,66 @@ impl Store {
         page
     }
 
-    /// Applies `mutations` all or nothing; the new version of each.
+    /// This store, with every commit checking `fence` (an actor's writes under its shard's
+    /// lease); the same handle when `fence` is `None`.
+    pub fn fenced(&self, fence: Option<Fence>) -> Self {
+        Self {
+            fence,
+            ..self.clone()
+        }
+    }
+
+    /// Applies `mutations` all or nothing; the new version of each. With a fence
+    /// ([`Store::fenced`]), the commit also checks it.
     pub async fn commit(
         &self,
         mutations: Vec<Mutation>,
         deadline: Deadline,
     ) -> Result<Vec<u64>, Error> {
+        self.commit_fenced(mutations, self.fence, deadline).await
+    }
+
+    /// Applies `mutations` all or nothing, and only while `fence` (if any) holds: the shard's
+    /// owner record is still at the fence's version. SHARD_MOVED when the fence failed: the
+    /// shard changed hands, and nothing was applied.
+    pub async fn commit_fenced(
+        &self,
+        mut mutations: Vec<Mutation>,
+        fence: Option<Fence>,
+        deadline: Deadline,
+    ) -> Result<Vec<u64>, Error> {
+        if let Some(fence) = fence {
+            mutations.push(crate::cluster::lease::check(fence.key(), fence.version));
+        }
         let start = std::time::Instant::now();
         let committed = self.commit_call(mutations, deadline).await;
         self.latency.record(start.elapsed());
-        committed
+        let Some(fence) = fence else {
+            return committed;
+        };
+        match committed {
+            Ok(mut versions) => {
+                versions.pop();
+                Ok(versions)
+            }
+            // A conflict: the fence's, or one of the writes'? The owner record tells.
+            Err(Error::Aborted(message)) => {
+                let owner = self
+                    .get(crate::cluster::NAMESPACE, &fence.key(), deadline)
+                    .await;
+                match owner {
+                    Ok(owner) if owner.as_ref().map(|o| o.version) != Some(fence.version) => {
+                        Err(Error::ShardMoved(format!(
+                            "shard {} changed hands (epoch {} is over): this replica may no \
+                             longer write its keys",
+                            fence.shard, fence.version
+                        )))
+                    }
+                    _ => Err(Error::Aborted(message)),
+                }
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The record at `namespace/key`, or `None`.

@@ -29,8 +29,9 @@ pub fn entry_key(list: &str, id: u64) -> String {
 
 /// Bytes of entries per archived page, at most: far below store-svc's value limit.
 const ARCHIVE_PAGE_BYTES: usize = 256 * 1024;
-/// Entry deletions per commit: store-svc's limit of mutations per commit.
-const DELETES_PER_COMMIT: usize = 100;
+/// Entry deletions per commit: store-svc's limit of mutations per commit (100), less the
+/// check of the shard's epoch that a commit carries when session-svc runs as several replicas.
+const DELETES_PER_COMMIT: usize = 99;
 
 /// The name a list's records take in the archive: its escaped name and the time of its last
 /// change, so a list archived, started again and archived again is kept twice, not over.
