@@ -14,7 +14,7 @@ use proto::session::v1::{
     JobState, ListActorsRequest, Session,
 };
 use tests::{
-    DelayProxy, StoreOptions,
+    DelayProxy, SessionOptions, StoreOptions, StoreProcess,
     clients::Frozen,
     cluster::{SessionCluster, fast_cluster_options},
     load::scrape_metrics,
@@ -91,10 +91,108 @@ async fn assert_exactly_once(carts: &mut [CartClient], key: &str, acked: &BTreeS
     }
 }
 
-#[tokio::test]
-async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_them() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
-    let cluster = SessionCluster::spawn(&store.endpoint(), 3, fast_cluster_options()).await;
+/// The store-svc replicas a test cluster writes through.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    /// One store-svc on sled: every replica writes through it.
+    Sled,
+    /// Two store-svc replicas on one PostgreSQL database (a throwaway server): replicas 0 and
+    /// 2 write through the first, replica 1 through the second.
+    Postgres,
+}
+
+/// Running stores and which one each of three replicas writes through.
+struct Stores {
+    stores: Vec<StoreProcess>,
+    /// Index into `stores` per replica.
+    of_replica: [usize; 3],
+}
+
+impl Stores {
+    async fn start(backend: Backend) -> Self {
+        match backend {
+            Backend::Sled => Self {
+                stores: vec![spawn_store_with(StoreOptions::new().default_namespaces()).await],
+                of_replica: [0, 0, 0],
+            },
+            Backend::Postgres => {
+                let server = tests::postgres::shared_server().expect("a PostgreSQL server");
+                let database = format!("cluster_{}", rand_suffix());
+                let url = server.create_database(&database).expect("a database");
+                let options = StoreOptions::new().default_namespaces().postgres(url);
+                let mut stores = Vec::new();
+                for _ in 0..2 {
+                    stores.push(spawn_store_with(options.clone()).await);
+                }
+                Self {
+                    stores,
+                    of_replica: [0, 1, 0],
+                }
+            }
+        }
+    }
+
+    /// The store replica `i` writes through.
+    fn of(&self, i: usize) -> &StoreProcess {
+        &self.stores[self.of_replica[i]]
+    }
+
+    /// Three replicas' settings: each its store, all `options`.
+    fn each(&self, options: &SessionOptions) -> Vec<(String, SessionOptions)> {
+        (0..3)
+            .map(|i| (self.of(i).endpoint(), options.clone()))
+            .collect()
+    }
+}
+
+/// A name no other test of this process uses.
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Each scenario twice: over one store-svc on sled, and over two store-svc replicas on
+/// PostgreSQL.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Sled).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    writes_through_any_replica_land_exactly_once_and_every_replica_reads_them,
+    a_watch_on_one_replica_sees_writes_sent_through_the_others,
+    a_sigkilled_replica_s_shards_move_within_the_lease_and_no_acknowledged_write_is_lost,
+    a_drained_replica_hands_its_shards_over_at_once_not_after_its_lease,
+    a_replica_frozen_past_its_lease_is_fenced_and_never_overwrites_newer_state,
+    an_import_runs_where_its_list_is_and_any_replica_answers_for_the_job,
+);
+
+async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_them(
+    backend: Backend,
+) {
+    let stores = Stores::start(backend).await;
+    let cluster = SessionCluster::spawn_each(stores.each(&fast_cluster_options())).await;
     cluster.settle(8, Duration::from_secs(20)).await;
 
     let keys: Vec<String> = (0..6).map(|i| format!("shared-{i}")).collect();
@@ -199,10 +297,9 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     assert_eq!((placed, held), (64, 64), "{:?}", stats.members);
 }
 
-#[tokio::test]
-async fn a_watch_on_one_replica_sees_writes_sent_through_the_others() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
-    let cluster = SessionCluster::spawn(&store.endpoint(), 3, fast_cluster_options()).await;
+async fn a_watch_on_one_replica_sees_writes_sent_through_the_others(backend: Backend) {
+    let stores = Stores::start(backend).await;
+    let cluster = SessionCluster::spawn_each(stores.each(&fast_cluster_options())).await;
     cluster.settle(8, Duration::from_secs(20)).await;
     let mut carts = cluster.carts().await;
     // A key the watching replica does not own, so the watch itself is forwarded too.
@@ -319,10 +416,11 @@ async fn writes_survive_losing_replica_zero(
     *longest.lock().await
 }
 
-#[tokio::test]
-async fn a_sigkilled_replica_s_shards_move_within_the_lease_and_no_acknowledged_write_is_lost() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
-    let mut cluster = SessionCluster::spawn(&store.endpoint(), 3, fast_cluster_options()).await;
+async fn a_sigkilled_replica_s_shards_move_within_the_lease_and_no_acknowledged_write_is_lost(
+    backend: Backend,
+) {
+    let stores = Stores::start(backend).await;
+    let mut cluster = SessionCluster::spawn_each(stores.each(&fast_cluster_options())).await;
     let longest = writes_survive_losing_replica_zero(&mut cluster, async |cluster| {
         cluster.replica_mut(0).kill().await.unwrap();
     })
@@ -335,12 +433,11 @@ async fn a_sigkilled_replica_s_shards_move_within_the_lease_and_no_acknowledged_
     );
 }
 
-#[tokio::test]
-async fn a_drained_replica_hands_its_shards_over_at_once_not_after_its_lease() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
+async fn a_drained_replica_hands_its_shards_over_at_once_not_after_its_lease(backend: Backend) {
+    let stores = Stores::start(backend).await;
     // A lease far longer than the test: only a release can move the shards in time.
     let options = fast_cluster_options().flag("--lease-ttl", "60s");
-    let mut cluster = SessionCluster::spawn(&store.endpoint(), 3, options).await;
+    let mut cluster = SessionCluster::spawn_each(stores.each(&options)).await;
     let longest = writes_survive_losing_replica_zero(&mut cluster, async |cluster| {
         let replica = cluster.replica_mut(0);
         replica.terminate().await.unwrap();
@@ -354,22 +451,21 @@ async fn a_drained_replica_hands_its_shards_over_at_once_not_after_its_lease() {
     );
 }
 
-#[tokio::test]
-async fn a_replica_frozen_past_its_lease_is_fenced_and_never_overwrites_newer_state() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
+async fn a_replica_frozen_past_its_lease_is_fenced_and_never_overwrites_newer_state(
+    backend: Backend,
+) {
+    let stores = Stores::start(backend).await;
     // Replica 0 reaches the store through a proxy whose latency the test controls.
-    let store_addr: std::net::SocketAddr = store.addr();
-    let proxy = DelayProxy::start(store_addr, Duration::ZERO).await.unwrap();
+    let proxy = DelayProxy::start(stores.of(0).addr(), Duration::ZERO)
+        .await
+        .unwrap();
     let metrics_addr = tests::load::free_loopback_addr().unwrap();
-    let cluster = SessionCluster::spawn_each(vec![
-        (
-            proxy.endpoint(),
-            fast_cluster_options().metrics_listen(metrics_addr),
-        ),
-        (store.endpoint(), fast_cluster_options()),
-        (store.endpoint(), fast_cluster_options()),
-    ])
-    .await;
+    let mut settings = stores.each(&fast_cluster_options());
+    settings[0] = (
+        proxy.endpoint(),
+        fast_cluster_options().metrics_listen(metrics_addr),
+    );
+    let cluster = SessionCluster::spawn_each(settings).await;
     cluster.settle(8, Duration::from_secs(20)).await;
     let key = (0..)
         .map(|i| format!("frozen-{i}"))
@@ -435,10 +531,9 @@ async fn a_replica_frozen_past_its_lease_is_fenced_and_never_overwrites_newer_st
     assert!(refusals >= 1.0, "no fence refusal counted: {page:?}");
 }
 
-#[tokio::test]
-async fn an_import_runs_where_its_list_is_and_any_replica_answers_for_the_job() {
-    let store = spawn_store_with(StoreOptions::new().default_namespaces()).await;
-    let cluster = SessionCluster::spawn(&store.endpoint(), 3, fast_cluster_options()).await;
+async fn an_import_runs_where_its_list_is_and_any_replica_answers_for_the_job(backend: Backend) {
+    let stores = Stores::start(backend).await;
+    let cluster = SessionCluster::spawn_each(stores.each(&fast_cluster_options())).await;
     cluster.settle(8, Duration::from_secs(20)).await;
     let list = (0..)
         .map(|i| format!("imported-{i}"))
