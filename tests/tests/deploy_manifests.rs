@@ -55,16 +55,6 @@ const BASE: &str = "deploy/k8s";
 /// The overlay for several replicas: session-svc in cluster mode, store-svc on PostgreSQL.
 const CLUSTER: &str = "deploy/cluster";
 
-/// Env vars of store-svc's PostgreSQL backend, which lands from branch `pg`: until this
-/// workspace's store-svc has that backend, its `--help` lists none of them, and deploy/cluster
-/// sets them ahead of it. Tolerated only while the binary lacks them; once it has them they are
-/// checked like every other name (and this list can go).
-const STORE_ENV_FROM_PG_BRANCH: [&str; 3] = [
-    "STORE_BACKEND",
-    "STORE_POSTGRES_URL",
-    "STORE_POSTGRES_POOL_SIZE",
-];
-
 /// The Secret (and key) deploy/cluster's store-svc reads its PostgreSQL URL from.
 const POSTGRES_SECRET: (&str, &str) = ("store-svc-postgres", "url");
 
@@ -283,11 +273,10 @@ fn termination_grace_covers_pre_stop_and_drain(objects: &[Value]) -> Vec<String>
     problems
 }
 
-/// (c) Every env var a container sets is one its binary reads, with two exceptions: a
-/// downward-API variable that only feeds a later one's `$(NAME)` (the pod IP in
-/// `SESSION_ADVERTISE`), and store-svc's PostgreSQL settings while this workspace's store-svc
-/// lacks them ([`STORE_ENV_FROM_PG_BRANCH`]). Every `$(NAME)` names a variable listed before
-/// it: Kubernetes leaves any other reference as it is, `$(` and all.
+/// (c) Every env var a container sets is one its binary reads, except a downward-API variable
+/// that only feeds a later one's `$(NAME)` (the pod IP in `SESSION_ADVERTISE`). Every `$(NAME)`
+/// names a variable listed before it: Kubernetes leaves any other reference as it is, `$(` and
+/// all.
 fn env_names_are_ones_the_binaries_read(objects: &[Value]) -> Vec<String> {
     let mut problems = Vec::new();
     let mut checked = 0;
@@ -332,16 +321,6 @@ fn env_names_are_ones_the_binaries_read(objects: &[Value]) -> Vec<String> {
             let from_downward_api = !var["valueFrom"]["fieldRef"].is_null();
             if from_downward_api && referenced.contains(name) {
                 continue; // only an ingredient of another variable's value
-            }
-            if binary.file_name().is_some_and(|file| file == "store-svc")
-                && STORE_ENV_FROM_PG_BRANCH.contains(&name)
-            {
-                println!(
-                    "note: {where_}: env {name} is not checked: the PostgreSQL backend lands \
-                     from branch `pg`, and {} does not read it yet",
-                    binary.display()
-                );
-                continue;
             }
             problems.push(format!(
                 "{where_}: env {name} is not read by {} (its --help lists {})",
