@@ -91,6 +91,26 @@ async fn assert_exactly_once(carts: &mut [CartClient], key: &str, acked: &BTreeS
     }
 }
 
+/// Counters summed over the replicas whose `/metrics` are at `addrs`.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClusterCounters {
+    cart_activations: f64,
+    fence_refusals: f64,
+    forwarded: f64,
+}
+
+async fn cluster_counters(addrs: &[std::net::SocketAddr]) -> ClusterCounters {
+    let mut sum = ClusterCounters::default();
+    for addr in addrs {
+        let page = scrape_metrics(*addr).await.unwrap();
+        let get = |name: &str| page.get(name).copied().unwrap_or_default();
+        sum.cart_activations += get("session_actor_activations_total{kind=\"cart\"}");
+        sum.fence_refusals += get("session_cluster_fence_refusals_total");
+        sum.forwarded += get("session_cluster_forwarded_total");
+    }
+    sum
+}
+
 /// The store-svc replicas a test cluster writes through.
 #[derive(Clone, Copy, Debug)]
 enum Backend {
@@ -192,7 +212,14 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     backend: Backend,
 ) {
     let stores = Stores::start(backend).await;
-    let cluster = SessionCluster::spawn_each(stores.each(&fast_cluster_options())).await;
+    let metrics: Vec<std::net::SocketAddr> = (0..3)
+        .map(|_| tests::load::free_loopback_addr().unwrap())
+        .collect();
+    let mut settings = stores.each(&fast_cluster_options());
+    for (setting, addr) in settings.iter_mut().zip(&metrics) {
+        setting.1 = setting.1.clone().metrics_listen(*addr);
+    }
+    let cluster = SessionCluster::spawn_each(settings).await;
     cluster.settle(8, Duration::from_secs(20)).await;
 
     let keys: Vec<String> = (0..6).map(|i| format!("shared-{i}")).collect();
@@ -200,6 +227,7 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     for (i, key) in keys.iter().enumerate() {
         start(&mut carts[i % 3], key).await.unwrap();
     }
+    let before = cluster_counters(&metrics).await;
     // 12 writers, four through each replica, each adding its own skus to two carts; after
     // each acknowledgement the next replica must already read it.
     let acked = Arc::new(Mutex::new(BTreeMap::<String, BTreeSet<String>>::new()));
@@ -238,6 +266,18 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     while let Some(done) = writers.join_next().await {
         done.unwrap();
     }
+    // No cart was activated a second time anywhere, and no write was refused by a fence: one
+    // activation per key, across the replicas. About two calls in three were forwarded.
+    let after = cluster_counters(&metrics).await;
+    assert_eq!(
+        after.cart_activations, before.cart_activations,
+        "{before:?} {after:?}"
+    );
+    assert_eq!(after.fence_refusals, 0.0, "{after:?}");
+    assert!(
+        after.forwarded - before.forwarded >= 120.0,
+        "{before:?} {after:?}"
+    );
     let acked = acked.lock().await;
     let total: usize = acked.values().map(BTreeSet::len).sum();
     assert_eq!(total, 120);
