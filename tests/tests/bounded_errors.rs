@@ -183,8 +183,16 @@ fn quotes_too_much(bytes: &[u8]) -> bool {
         .any(|window| window.iter().all(|&b| b == FILLER))
 }
 
+/// Both servers; session-svc as a cluster of one (its own only peer), so that it serves every
+/// RPC of the descriptor set, the replicas' PeerService included, and every call passes the
+/// layer that places calls by their first message.
 async fn stack() -> (SessionStack, SocketAddr, SocketAddr) {
-    let stack = spawn_session_stack(SessionOptions::new()).await;
+    let addr = tests::load::free_loopback_addr().expect("a free port");
+    let options = SessionOptions::new()
+        .listen(addr)
+        .flag("--advertise", addr)
+        .flag("--peers", addr);
+    let stack = spawn_session_stack(options).await;
     let (store, session) = (stack.store.addr(), stack.session.addr());
     (stack, store, session)
 }

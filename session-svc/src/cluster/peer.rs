@@ -19,7 +19,7 @@ use super::Cluster;
 use crate::{
     error::Error,
     inventory::{Held, Reserve, Settle, SkuEntity},
-    runtime::Kind,
+    runtime::{Kind, validate_key},
 };
 
 /// Sets `cart`'s hold on `sku` at `owner`, the replica serving the sku: `(units, settle)`.
@@ -82,6 +82,11 @@ impl PeerService for PeerApi {
             quantity,
             settle,
         } = request.into_inner();
+        validate_key("sku", &sku)?;
+        validate_key("cart", &cart)?;
+        if quantity < 0 {
+            return Err(Error::invalid("quantity", "must not be negative").into());
+        }
         let held = if settle {
             self.skus
                 .call(&sku, Settle { cart, quantity }, deadline)
