@@ -235,10 +235,20 @@ fn first_message(data: &[u8]) -> Option<Option<Bytes>> {
     (data.len() >= end).then(|| Some(Bytes::copy_from_slice(&data[5..end])))
 }
 
-/// A body that yields `read` again, then the rest of the original.
+/// A body that yields `read` again, then the rest of the original, without empty data frames.
+///
+/// Clients end a request with an empty DATA frame that carries END_STREAM. Passed on as a
+/// frame of its own it would go out as an empty DATA frame *without* END_STREAM (the end of
+/// this body sends another), and h2 servers count those: after 100 on one connection they
+/// answer GOAWAY `ENHANCE_YOUR_CALM`, which failed every call then in flight on the kept
+/// connection to the owner. An empty frame carries nothing, so none is passed on.
 fn replay(read: Vec<Result<Frame<Bytes>, Status>>, rest: Option<Body>) -> Body {
     let rest = stream::iter(rest).flat_map(BodyStream::new);
-    Body::new(StreamBody::new(stream::iter(read).chain(rest)))
+    let frames = stream::iter(read).chain(rest).filter(|frame| {
+        let empty = matches!(frame, Ok(f) if f.data_ref().is_some_and(Bytes::is_empty));
+        std::future::ready(!empty)
+    });
+    Body::new(StreamBody::new(frames))
 }
 
 #[cfg(test)]
@@ -270,6 +280,24 @@ mod tests {
         let mut compressed = whole;
         compressed[0] = 1;
         assert_eq!(first_message(&compressed), Some(None));
+    }
+
+    #[tokio::test]
+    async fn empty_data_frames_are_not_passed_on() {
+        let mut chunks: Vec<Result<Frame<Bytes>, Status>> =
+            vec![Ok(Frame::data(Bytes::from(framed(b"key"))))];
+        chunks.push(Ok(Frame::data(Bytes::new())));
+        let body = Body::new(StreamBody::new(stream::iter(chunks)));
+        let (read, first, rest) = peek(body).await;
+        assert_eq!(first, Some(Bytes::from_static(b"key")));
+        let mut replayed = replay(read, rest);
+        let mut frames = 0;
+        while let Some(frame) = replayed.frame().await {
+            let frame = frame.unwrap();
+            assert!(frame.data_ref().is_some_and(|d| !d.is_empty()), "{frame:?}");
+            frames += 1;
+        }
+        assert_eq!(frames, 1);
     }
 
     #[tokio::test]
