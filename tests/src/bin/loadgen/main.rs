@@ -38,6 +38,7 @@
 
 mod cart_reserve;
 mod carts;
+mod cluster_forward;
 mod import_latency;
 mod measure;
 mod redis_server;
@@ -55,9 +56,9 @@ use clap::{Args, Parser, Subcommand};
 use tests::load::{self, LoadConfig};
 
 use crate::{
-    cart_reserve::CartReserve, import_latency::ImportLatency, reminders::Reminders,
-    session_add_item::SessionAddItem, session_get::SessionGet, sku_adjust::SkuAdjust,
-    store_put::StorePut,
+    cart_reserve::CartReserve, cluster_forward::ClusterForward, import_latency::ImportLatency,
+    reminders::Reminders, session_add_item::SessionAddItem, session_get::SessionGet,
+    sku_adjust::SkuAdjust, store_put::StorePut,
 };
 
 /// How to build what this tool starts; said in `--help` and when a binary is missing.
@@ -94,6 +95,9 @@ enum Bench {
     /// Durable reminders: seed many carts with a short TTL, let them passivate, measure how
     /// fast their expiry reminders fire.
     Reminders(Reminders),
+    /// Forwarding between replicas: GetSession and AddItem answered by the key's owner vs
+    /// arriving at another replica that forwards them.
+    ClusterForward(ClusterForward),
 }
 
 /// The closed loop every benchmark runs.
@@ -146,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::CartReserve(args) => cart_reserve::run(args).await,
         Bench::ImportLatency(args) => import_latency::run(args).await,
         Bench::Reminders(args) => reminders::run(args).await,
+        Bench::ClusterForward(args) => cluster_forward::run(args).await,
     }
 }
 

@@ -110,3 +110,32 @@ pub async fn spawn_metered_stack(
     let session = spawn_session_svc(&store, log_limit, &args).await?;
     Ok((store, session, [store_metrics, session_metrics]))
 }
+
+/// Starts session-svc in front of `store` as one replica of a cluster: listening on and
+/// advertising `listen`, with `--peers` naming every one of `peers` (`listen` among them), its
+/// defaults otherwise (no inherited `SESSION_*` setting), and then `extra_args`.
+pub async fn spawn_session_replica(
+    store: &StoreProcess,
+    listen: SocketAddr,
+    peers: &[SocketAddr],
+    extra_args: &[String],
+) -> anyhow::Result<ServiceProcess> {
+    let program = locate_binary(SESSION_BINARY.0, SESSION_BINARY.1)?;
+    let peers: Vec<String> = peers.iter().map(ToString::to_string).collect();
+    let command = ServiceCommand::new(program)
+        .clear_env_prefix("SESSION_")
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--advertise")
+        .arg(listen.to_string())
+        .arg("--peers")
+        .arg(peers.join(","))
+        .arg("--store-addr")
+        .arg(store.endpoint());
+    let command = extra_args
+        .iter()
+        .fold(command, |command, arg| command.arg(arg));
+    ServiceProcess::spawn(&command)
+        .await
+        .with_context(|| format!("starting session-svc replica {listen}"))
+}
