@@ -146,3 +146,78 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{cluster::ClusterSettings, runtime::Store};
+
+    fn cluster(advertise: &str, peers: Peers) -> Arc<Cluster> {
+        let settings = ClusterSettings {
+            advertise: advertise.into(),
+            peers,
+            shards: 8,
+            lease_ttl: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(1),
+            probe_interval: Duration::from_millis(100),
+            dns_refresh: Duration::from_secs(5),
+        };
+        Cluster::new(settings, Store::in_memory())
+    }
+
+    #[tokio::test]
+    async fn candidates_leave_out_this_replica_and_repeats() {
+        let list = [
+            "10.0.0.1:50051",
+            "10.0.0.2:50051",
+            "10.0.0.2:50051",
+            "10.0.0.3:50051",
+        ];
+        let peers = Peers::Static(list.iter().map(ToString::to_string).collect());
+        let found = cluster("10.0.0.1:50051", peers).candidates().await.unwrap();
+        let found: Vec<&str> = found.iter().map(AsRef::as_ref).collect();
+        assert_eq!(found, ["10.0.0.2:50051", "10.0.0.3:50051"]);
+    }
+
+    #[tokio::test]
+    async fn a_dns_name_gives_its_addresses_with_the_port_and_never_this_replica() {
+        // `localhost` resolves without a network: 127.0.0.1 (and ::1 where configured).
+        let found = cluster("127.0.0.1:50051", Peers::Dns("localhost:50051".into()))
+            .candidates()
+            .await
+            .unwrap();
+        assert!(found.iter().all(|a| a.ends_with(":50051")), "{found:?}");
+        assert!(
+            !found.iter().any(|a| a.as_ref() == "127.0.0.1:50051"),
+            "{found:?}"
+        );
+        let other = cluster("10.9.9.9:50051", Peers::Dns("localhost:50051".into()))
+            .candidates()
+            .await
+            .unwrap();
+        assert!(
+            other.iter().any(|a| a.as_ref() == "127.0.0.1:50051"),
+            "{other:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_does_not_answer_is_not_a_member() {
+        // A port nothing listens on: the replica stays alone in its view.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = dead.local_addr().unwrap().to_string();
+        drop(dead);
+        let alone = cluster("127.0.0.1:1", Peers::Static(vec![addr.clone()]));
+        let answer = alone
+            .probe(&Arc::from(addr.as_str()), Duration::from_millis(300))
+            .await;
+        assert_ne!(answer, Some(true));
+        let (_stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(alone.clone().run_membership(stopped));
+        alone.settled().await;
+        assert_eq!(alone.members().len(), 1);
+        running.abort();
+    }
+}
