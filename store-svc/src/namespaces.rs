@@ -163,7 +163,8 @@ mod tests {
                 "archive",
                 "sweeper",
                 "jobs",
-                "job_entries"
+                "job_entries",
+                "cluster"
             ]
         );
     }
