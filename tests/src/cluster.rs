@@ -40,6 +40,13 @@ impl SessionCluster {
     /// Starts one replica per entry of `settings`: the store it writes through, its options.
     pub async fn spawn_each(settings: Vec<(String, SessionOptions)>) -> Self {
         let n = settings.len();
+        Self::spawn_first(settings, n).await
+    }
+
+    /// Gives every entry of `settings` an address (each replica's `--peers` names all of
+    /// them) but starts only the first `running`: the others join later ([`Self::start`]).
+    pub async fn spawn_first(settings: Vec<(String, SessionOptions)>, running: usize) -> Self {
+        let n = settings.len();
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|_| free_loopback_addr().expect("a free port"))
             .collect();
@@ -49,8 +56,11 @@ impl SessionCluster {
             settings,
         };
         for i in 0..n {
-            let replica = cluster.start(i).await;
-            cluster.replicas.push(Some(replica));
+            let replica = match i < running {
+                true => Some(cluster.start(i).await),
+                false => None,
+            };
+            cluster.replicas.push(replica);
         }
         cluster
     }

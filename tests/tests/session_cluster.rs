@@ -199,6 +199,91 @@ macro_rules! on_both_backends {
     };
 }
 
+#[tokio::test]
+async fn scaling_up_moves_only_the_shards_the_new_replica_wins() {
+    let stores = Stores::start(Backend::Sled).await;
+    let metrics: Vec<std::net::SocketAddr> = (0..3)
+        .map(|_| tests::load::free_loopback_addr().unwrap())
+        .collect();
+    let mut settings = stores.each(&fast_cluster_options());
+    for (setting, addr) in settings.iter_mut().zip(&metrics) {
+        setting.1 = setting.1.clone().metrics_listen(*addr);
+    }
+    // Two replicas serve; the third is in their --peers but not started yet.
+    let mut cluster = SessionCluster::spawn_first(settings, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(metrics[0], "session_cluster_shards_held").await
+        + counter(metrics[1], "session_cluster_shards_held").await
+        < 64.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "two replicas never held all 64 shards"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let members: Vec<Arc<str>> = cluster.addrs.iter().map(|a| a.to_string().into()).collect();
+    let won = (0..64)
+        .filter(|shard| session_svc::cluster::rendezvous(&members, *shard) == Some(&members[2]))
+        .count() as f64;
+    let moved = async |metrics: &[std::net::SocketAddr]| {
+        [
+            counter(metrics[0], "session_cluster_leases_released_total").await
+                + counter(metrics[1], "session_cluster_leases_released_total").await,
+            counter(metrics[0], "session_cluster_leases_acquired_total").await
+                + counter(metrics[1], "session_cluster_leases_acquired_total").await,
+        ]
+    };
+    let before = moved(&metrics).await;
+
+    cluster.replicas[2] = Some(cluster.start(2).await);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counter(metrics[2], "session_cluster_shards_held").await < won {
+        assert!(
+            Instant::now() < deadline,
+            "the new replica never took its {won} shards"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Settled: exactly the shards the newcomer wins changed hands, and no other.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = moved(&metrics).await;
+    assert_eq!(
+        after[0] - before[0],
+        won,
+        "leases the old replicas released"
+    );
+    assert_eq!(after[1] - before[1], 0.0, "leases the old replicas took");
+    assert_eq!(
+        counter(metrics[2], "session_cluster_leases_acquired_total").await,
+        won
+    );
+    let held: f64 = [
+        counter(metrics[0], "session_cluster_shards_held").await,
+        counter(metrics[1], "session_cluster_shards_held").await,
+        counter(metrics[2], "session_cluster_shards_held").await,
+    ]
+    .iter()
+    .sum();
+    assert_eq!(held, 64.0);
+}
+
+/// One series of the `/metrics` page at `addr` (0 when absent); a replica just started may
+/// open its metrics port a moment after its gRPC port.
+async fn counter(addr: std::net::SocketAddr, name: &str) -> f64 {
+    let mut tries = 0;
+    loop {
+        match scrape_metrics(addr).await {
+            Ok(page) => return page.get(name).copied().unwrap_or_default(),
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("scraping {addr}: {error:#}"),
+        }
+    }
+}
+
 on_both_backends!(
     writes_through_any_replica_land_exactly_once_and_every_replica_reads_them,
     a_watch_on_one_replica_sees_writes_sent_through_the_others,
