@@ -157,6 +157,23 @@ impl Stores {
         &self.stores[self.of_replica[i]]
     }
 
+    /// [`Stores::each`], each replica with a `/metrics` port of its own (returned too).
+    fn each_with_metrics(
+        &self,
+        options: &SessionOptions,
+    ) -> (Vec<(String, SessionOptions)>, Vec<std::net::SocketAddr>) {
+        let metrics: Vec<std::net::SocketAddr> = (0..3)
+            .map(|_| tests::load::free_loopback_addr().unwrap())
+            .collect();
+        let settings = (0..3)
+            .map(|i| {
+                let options = options.clone().metrics_listen(metrics[i]);
+                (self.of(i).endpoint(), options)
+            })
+            .collect();
+        (settings, metrics)
+    }
+
     /// Three replicas' settings: each its store, all `options`.
     fn each(&self, options: &SessionOptions) -> Vec<(String, SessionOptions)> {
         (0..3)
@@ -202,13 +219,7 @@ macro_rules! on_both_backends {
 #[tokio::test]
 async fn scaling_up_moves_only_the_shards_the_new_replica_wins() {
     let stores = Stores::start(Backend::Sled).await;
-    let metrics: Vec<std::net::SocketAddr> = (0..3)
-        .map(|_| tests::load::free_loopback_addr().unwrap())
-        .collect();
-    let mut settings = stores.each(&fast_cluster_options());
-    for (setting, addr) in settings.iter_mut().zip(&metrics) {
-        setting.1 = setting.1.clone().metrics_listen(*addr);
-    }
+    let (settings, metrics) = stores.each_with_metrics(&fast_cluster_options());
     // Two replicas serve; the third is in their --peers but not started yet.
     let mut cluster = SessionCluster::spawn_first(settings, 2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -297,13 +308,7 @@ async fn writes_through_any_replica_land_exactly_once_and_every_replica_reads_th
     backend: Backend,
 ) {
     let stores = Stores::start(backend).await;
-    let metrics: Vec<std::net::SocketAddr> = (0..3)
-        .map(|_| tests::load::free_loopback_addr().unwrap())
-        .collect();
-    let mut settings = stores.each(&fast_cluster_options());
-    for (setting, addr) in settings.iter_mut().zip(&metrics) {
-        setting.1 = setting.1.clone().metrics_listen(*addr);
-    }
+    let (settings, metrics) = stores.each_with_metrics(&fast_cluster_options());
     let cluster = SessionCluster::spawn_each(settings).await;
     cluster.settle(8, Duration::from_secs(20)).await;
 
