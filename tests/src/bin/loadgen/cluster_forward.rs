@@ -17,7 +17,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use proto::session::v1::{GetSessionRequest, StartSessionRequest};
 use tests::{
-    ServiceProcess, StoreOptions, StoreProcess,
+    ServiceProcess, StoreProcess,
     load::{self, Call, LoadReport, free_loopback_addr, scrape_metrics},
     store::{STORE_BINARY, STORE_BINARY_ENV},
 };
@@ -32,7 +32,7 @@ use crate::{
         Layout, SummaryColumn, micros, per_flush, percent, print_header_end, print_header_start,
         print_ratio, print_summary,
     },
-    servers::{SESSION_BINARY, require_binaries, spawn_session_replica},
+    servers::{SESSION_BINARY, require_binaries, spawn_metered_store, spawn_session_replica},
 };
 
 /// Line items each read session holds, as in `session-get`.
@@ -277,14 +277,7 @@ impl Cluster {
     /// Starts store-svc and the two replicas, waits until both serve, and sets up the
     /// sessions on A's keys.
     async fn set_up(args: &ClusterForward) -> anyhow::Result<Self> {
-        let store_metrics = free_loopback_addr()?;
-        let store = StoreProcess::spawn(
-            StoreOptions::new()
-                .arg("--metrics-listen")
-                .arg(store_metrics.to_string()),
-        )
-        .await
-        .context("starting store-svc")?;
+        let (store, store_metrics) = spawn_metered_store().await?;
         let [addr_a, addr_b, metrics_a, metrics_b] = distinct_free_addrs()?;
         let peers = [addr_a, addr_b];
         let replica = |listen: SocketAddr, metrics: SocketAddr| {

@@ -89,13 +89,8 @@ pub async fn connect(service: &ServiceProcess, count: u32) -> anyhow::Result<Vec
     Ok(channels)
 }
 
-/// A fresh store-svc (defaults) and a session-svc in front of it ([`spawn_session_svc`] with
-/// `log_limit` and `extra_args`), each with a `/metrics` endpoint; the endpoints come back
-/// store's first.
-pub async fn spawn_metered_stack(
-    log_limit: Option<u32>,
-    extra_args: &[String],
-) -> anyhow::Result<(StoreProcess, ServiceProcess, [SocketAddr; 2])> {
+/// store-svc on its defaults with `/metrics` on a free loopback port, and that port.
+pub async fn spawn_metered_store() -> anyhow::Result<(StoreProcess, SocketAddr)> {
     let store_metrics = free_loopback_addr()?;
     let store = StoreProcess::spawn(
         StoreOptions::new()
@@ -104,6 +99,17 @@ pub async fn spawn_metered_stack(
     )
     .await
     .context("starting store-svc")?;
+    Ok((store, store_metrics))
+}
+
+/// A fresh store-svc (defaults) and a session-svc in front of it ([`spawn_session_svc`] with
+/// `log_limit` and `extra_args`), each with a `/metrics` endpoint; the endpoints come back
+/// store's first.
+pub async fn spawn_metered_stack(
+    log_limit: Option<u32>,
+    extra_args: &[String],
+) -> anyhow::Result<(StoreProcess, ServiceProcess, [SocketAddr; 2])> {
+    let (store, store_metrics) = spawn_metered_store().await?;
     let session_metrics = free_loopback_addr()?;
     let mut args = vec![format!("--metrics-listen={session_metrics}")];
     args.extend_from_slice(extra_args);
